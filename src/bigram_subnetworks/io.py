@@ -1,0 +1,100 @@
+"""Loading models and writing artifacts with provenance.
+
+Every artifact is written under a temporary name and renamed into place, so a killed job never
+leaves a complete-looking file. Models load from local directories only (`local_files_only`); the
+hub is reached only by the download rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import __version__
+
+
+def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read JSON file {path}: {err}") from err
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Tidy TSV, written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, sep="\t", index=False)
+    os.replace(tmp, path)
+
+
+def load_model(directory: str | os.PathLike, device: str | None = None):
+    """A causal LM saved with `save_pretrained`, in eval mode; never runs code from the hub."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no model at {directory}: expected a save_pretrained directory with config.json"
+        )
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, local_files_only=True, trust_remote_code=False, dtype=torch.float32
+    )
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
+
+
+def load_checkpoint(checkpoints: str | os.PathLike, revision: str, device: str | None = None):
+    """One revision of a model whose checkpoints are subdirectories named by revision."""
+    return load_model(Path(checkpoints) / revision, device)
+
+
+def _git_describe() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def provenance(**fields: Any) -> dict[str, Any]:
+    """The `meta.json` common to every artifact: what made it, with which software, when."""
+    import numpy
+    import torch
+    import transformers
+
+    return {
+        **fields,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bigram_subnetworks": __version__,
+        "git": _git_describe(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }

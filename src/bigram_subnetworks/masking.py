@@ -1,0 +1,186 @@
+"""Binary masks over named weights and the continuous-sparsification machinery (paper-spec §3).
+
+`Mask` is an immutable value keyed by the model's own parameter names. `ContinuousSparsification`
+holds one trainable score per maskable weight; its soft mask is sigmoid(β·s) (Savarese et al.
+2020), with β = 1/temperature growing every optimizer step. Masks are applied by parameter
+substitution (`torch.func.functional_call`), so the base model is never modified or wrapped.
+No Hugging Face imports here: this module works on any `nn.Module`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.func import functional_call
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Binary keep-mask over named weight tensors (True = kept)."""
+
+    tensors: Mapping[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        for name, tensor in self.tensors.items():
+            if tensor.dtype != torch.bool:
+                raise TypeError(f"mask tensor {name!r} must be bool, got {tensor.dtype}")
+
+    @classmethod
+    def full(cls, shapes: Mapping[str, torch.Size]) -> Mask:
+        return cls({name: torch.ones(shape, dtype=torch.bool) for name, shape in shapes.items()})
+
+    @classmethod
+    def empty(cls, shapes: Mapping[str, torch.Size]) -> Mask:
+        return cls({name: torch.zeros(shape, dtype=torch.bool) for name, shape in shapes.items()})
+
+    @property
+    def shapes(self) -> dict[str, torch.Size]:
+        return {name: tensor.shape for name, tensor in self.tensors.items()}
+
+    @property
+    def n_kept(self) -> int:
+        return sum(int(t.sum()) for t in self.tensors.values())
+
+    @property
+    def n_total(self) -> int:
+        return sum(t.numel() for t in self.tensors.values())
+
+    @property
+    def density(self) -> float:
+        return self.n_kept / self.n_total
+
+    def _same_layout(self, other: Mask) -> None:
+        if self.shapes != other.shapes:
+            raise ValueError("masks cover different weights or shapes")
+
+    def __invert__(self) -> Mask:
+        return Mask({name: ~t for name, t in self.tensors.items()})
+
+    def __and__(self, other: Mask) -> Mask:
+        self._same_layout(other)
+        return Mask({name: t & other.tensors[name] for name, t in self.tensors.items()})
+
+    def __or__(self, other: Mask) -> Mask:
+        self._same_layout(other)
+        return Mask({name: t | other.tensors[name] for name, t in self.tensors.items()})
+
+    def equals(self, other: Mask) -> bool:
+        return self.shapes == other.shapes and all(
+            torch.equal(t, other.tensors[name]) for name, t in self.tensors.items()
+        )
+
+    def shuffled(self, generator: torch.Generator) -> Mask:
+        """Same number kept in every tensor, at uniformly random positions (the random control)."""
+        out = {}
+        for name, tensor in self.tensors.items():
+            order = torch.randperm(tensor.numel(), generator=generator)
+            out[name] = tensor.flatten()[order].view(tensor.shape)
+        return Mask(out)
+
+    def per_tensor(self) -> dict[str, tuple[int, int]]:
+        """name → (kept, total)."""
+        return {name: (int(t.sum()), t.numel()) for name, t in self.tensors.items()}
+
+    def check_matches(self, model: nn.Module, source: str = "mask") -> None:
+        """Raise a clear error unless every mask tensor names a model weight of the same shape."""
+        params = dict(model.named_parameters())
+        for name, tensor in self.tensors.items():
+            if name not in params:
+                raise ValueError(f"{source}: weight {name!r} is not in the model")
+            if params[name].shape != tensor.shape:
+                raise ValueError(
+                    f"{source}: {name!r} has shape {tuple(tensor.shape)}, "
+                    f"the model's weight has {tuple(params[name].shape)}"
+                )
+
+    def save(self, path: str | os.PathLike, meta: Mapping | None = None) -> None:
+        """Write safetensors atomically; ``meta`` (JSON) is stored in the file header too."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        header = {"meta": json.dumps(meta, sort_keys=True)} if meta else None
+        save_file({n: t.contiguous() for n, t in self.tensors.items()}, str(tmp), metadata=header)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Mask:
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"cannot read mask file {path}: {err}") from err
+        return cls(dict(tensors))
+
+
+class ContinuousSparsification(nn.Module):
+    """Trainable scores s per weight; soft mask sigmoid(β·s), hard mask s > 0 (paper-spec §3).
+
+    Scores start at 0 (soft mask 0.5). Weights that are exactly zero start at -1e6, i.e. off, as
+    in the reference code. β is a buffer so it is saved with the scores.
+    """
+
+    def __init__(self, weights: Mapping[str, torch.Tensor], init: float = 0.0) -> None:
+        super().__init__()
+        self.names = tuple(weights)
+        self.scores = nn.ParameterList(
+            nn.Parameter(torch.where(w == 0, -1e6, init).to(torch.float32))
+            for w in weights.values()
+        )
+        self.register_buffer("beta", torch.tensor(1.0))
+        self.numel = sum(w.numel() for w in weights.values())
+
+    def soft(self) -> dict[str, torch.Tensor]:
+        return {n: torch.sigmoid(self.beta * s) for n, s in zip(self.names, self.scores, strict=True)}
+
+    def penalty(self, soft: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Σσ(βs)/|M|: the normalised L1 term, so λ means the same at every model size."""
+        return sum(m.sum() for m in soft.values()) / self.numel
+
+    @torch.no_grad()
+    def hard(self) -> Mask:
+        return Mask({n: (s > 0).cpu() for n, s in zip(self.names, self.scores, strict=True)})
+
+    @torch.no_grad()
+    def anneal(self, factor: float) -> None:
+        self.beta.mul_(factor)
+
+    @torch.no_grad()
+    def decision_counts(self, low: float = 0.1, high: float = 0.9) -> tuple[int, int]:
+        """(on, undecided): soft mask > high, and low ≤ soft ≤ high (early-stop rule, §3)."""
+        on = undecided = 0
+        for s in self.scores:
+            soft = torch.sigmoid(self.beta * s)
+            on += int((soft > high).sum())
+            undecided += int(((soft >= low) & (soft <= high)).sum())
+        return on, undecided
+
+
+def masked_forward(model: nn.Module, masks: Mapping[str, torch.Tensor], **inputs):
+    """Run ``model`` with W ← W ⊙ m for the named weights; the model itself is untouched."""
+    params = dict(model.named_parameters())
+    substituted = {name: params[name] * m.to(params[name].dtype) for name, m in masks.items()}
+    return functional_call(model, substituted, args=(), kwargs=inputs, strict=False, tie_weights=True)
+
+
+@contextmanager
+def apply_mask(model: nn.Module, mask: Mask) -> Iterator[nn.Module]:
+    """Zero the masked-out weights in place for the body (generation, hooks); always restore."""
+    mask.check_matches(model)
+    params = dict(model.named_parameters())
+    saved = {name: params[name].detach().clone() for name in mask.tensors}
+    try:
+        with torch.no_grad():
+            for name, keep in mask.tensors.items():
+                params[name].mul_(keep.to(params[name].device, params[name].dtype))
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, original in saved.items():
+                params[name].copy_(original)

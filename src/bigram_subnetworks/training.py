@@ -1,0 +1,222 @@
+"""The mask-training loop: continuous sparsification against a target (paper-spec §3).
+
+loss = CE(target, masked model) + λ · Σσ(βs)/|M|; AdamW on the scores only; β ← β·growth after
+every optimizer step; early stop when the undecided weights are < 1% of the kept ones; up to
+`attempts` tries with different data orders, rejecting a try whose loss curve spikes; the final
+mask is s > 0. Pure: no file I/O — callers save the returned mask and history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .architectures import maskable_parameters
+from .config import SENTINELS
+from .masking import ContinuousSparsification, Mask, masked_forward
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = (
+    "attempt", "step", "xent", "penalty", "loss", "on_fraction", "undecided_fraction", "beta",
+    "ms_per_step",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MaskTrainingConfig:
+    """Hyperparameters of one mask-training run; no defaults, config.yaml is the single source."""
+
+    lam: float
+    learning_rate: float
+    weight_decay: float
+    beta_growth: float
+    max_steps: int
+    batch_size: int
+    grad_accum: int
+    early_stop_fraction: float
+    attempts: int
+    spike_window: int
+    spike_absolute: float
+    spike_relative: float
+    spike_recovery_steps: int
+    log_every: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
+        for field in ("max_steps", "batch_size", "grad_accum", "attempts", "log_every"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
+        if self.beta_growth < 1:
+            raise ValueError(f"beta_growth must be ≥ 1, got {self.beta_growth}")
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.grad_accum
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    mask: Mask
+    history: pd.DataFrame
+    attempt: int
+    steps: int
+    stable: bool
+    reason: str
+
+
+def sentinel_mask(model: nn.Module, label: str) -> Mask:
+    """λ = −∞ keeps every maskable weight ('full'), λ = +∞ drops them all ('empty')."""
+    if label not in SENTINELS:
+        raise ValueError(f"{label!r} is not a sentinel λ label ({sorted(SENTINELS)})")
+    shapes = {name: w.shape for name, w in maskable_parameters(model).items()}
+    return Mask.full(shapes) if label == "full" else Mask.empty(shapes)
+
+
+def is_stable(losses: np.ndarray, window: int, absolute: float, relative: float,
+              recovery_steps: int) -> tuple[bool, str]:  # fmt: skip
+    """Reject a loss curve with an unrecovered spike (the reference's stability check).
+
+    A spike is a loss above mean(previous ``window``) + ``absolute`` or above ``relative`` × that
+    mean; it is tolerated only if the loss gets back to that mean at least ``recovery_steps``
+    steps before the end of training.
+    """
+    losses = np.asarray(losses, dtype=float)
+    if not np.all(np.isfinite(losses)):
+        return False, "non-finite loss"
+    n = len(losses)
+    for i in range(window, n):
+        baseline = losses[i - window : i].mean()
+        if losses[i] > baseline + absolute or losses[i] > relative * baseline:
+            back = np.flatnonzero(losses[i + 1 :] <= baseline)
+            if len(back) == 0 or i + 1 + back[0] > n - recovery_steps:
+                return False, f"unrecovered loss spike at step {i + 1}"
+    return True, "stable"
+
+
+def _batches(tokens: np.ndarray, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Endless batches of sequences in a seeded order, reshuffled each epoch."""
+    if len(tokens) < batch_size:
+        raise ValueError(f"{len(tokens)} training sequences are fewer than a batch ({batch_size})")
+    epoch = 0
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(len(tokens))
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield np.asarray(tokens[np.sort(order[start : start + batch_size])], dtype=np.int64)
+        epoch += 1
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _step(model, cs, target, optimizer, batch, cfg, device) -> tuple[float, float]:
+    """One optimizer step. Soft masks are computed once and shared by every micro-batch: each
+    micro-batch backpropagates into detached copies, then one backward carries their gradients
+    (and the penalty's) through σ(βs)."""
+    optimizer.zero_grad(set_to_none=True)
+    soft = cs.soft()
+    leaves = {name: m.detach().requires_grad_() for name, m in soft.items()}
+    xent = 0.0
+    for micro in torch.from_numpy(batch).to(device).split(cfg.micro_batch):
+        with _autocast(device):
+            logits = masked_forward(model, leaves, input_ids=micro).logits
+        loss = target.cross_entropy(logits, micro) / cfg.grad_accum
+        loss.backward()
+        xent += float(loss.detach())
+    penalty = cs.penalty(soft)
+    surrogate = sum((soft[n] * leaves[n].grad).sum() for n in soft) + cfg.lam * penalty
+    surrogate.backward()
+    optimizer.step()
+    cs.anneal(cfg.beta_growth)
+    return xent, float(penalty.detach())
+
+
+def train_attempt(model, target: Target, tokens: np.ndarray, cfg: MaskTrainingConfig,
+                  attempt: int, device: torch.device) -> tuple[Mask, pd.DataFrame]:  # fmt: skip
+    """One attempt from fresh scores (s = 0) with its own data order."""
+    cs = ContinuousSparsification(maskable_parameters(model)).to(device)
+    optimizer = torch.optim.AdamW(
+        cs.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    batches = _batches(tokens, cfg.batch_size, seed=cfg.seed * 1000 + attempt)
+    rows = []
+    for step in range(1, cfg.max_steps + 1):
+        started = time.perf_counter()
+        xent, penalty = _step(model, cs, target, optimizer, next(batches), cfg, device)
+        on, undecided = cs.decision_counts()
+        ms = 1000 * (time.perf_counter() - started)
+        rows.append((attempt, step, xent, penalty, xent + cfg.lam * penalty, on / cs.numel,
+                     undecided / cs.numel, float(cs.beta), ms))  # fmt: skip
+        if step % cfg.log_every == 0 or step == 1:
+            log.info(
+                "attempt %d step %d | xent %.4f | penalty %.4f | on %.4f | undecided %.4f | "
+                "beta %.3g | %.0f ms/step", attempt, step, xent, penalty, on / cs.numel,
+                undecided / cs.numel, float(cs.beta), ms,
+            )  # fmt: skip
+        if not math.isfinite(xent):
+            log.warning("attempt %d: non-finite loss at step %d, stopping it", attempt, step)
+            break
+        # paper §3: stop when undecided < 1% of kept; also stop once nothing is undecided
+        # (an all-off mask would otherwise run to max_steps, since 0 < 0.01·0 never holds).
+        if undecided < cfg.early_stop_fraction * on or undecided == 0:
+            log.info("attempt %d: early stop at step %d (%d undecided)", attempt, step, undecided)
+            break
+    return cs.hard(), pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+
+
+def fit_mask(model: nn.Module, target: Target, tokens: np.ndarray, cfg: MaskTrainingConfig,
+             label: str, device: torch.device | str | None = None) -> TrainResult:  # fmt: skip
+    """A trained mask, or for the sentinel labels ('full', 'empty') the fixed one, untrained."""
+    if label in SENTINELS:
+        empty = pd.DataFrame(columns=list(HISTORY_COLUMNS))
+        return TrainResult(sentinel_mask(model, label), empty, 0, 0, True, f"sentinel {label}")
+    return train_mask(model, target, tokens, cfg, device)
+
+
+def train_mask(model: nn.Module, target: Target, tokens: np.ndarray, cfg: MaskTrainingConfig,
+               device: torch.device | str | None = None) -> TrainResult:  # fmt: skip
+    """Train a mask with up to ``cfg.attempts`` tries; keep the first stable one.
+
+    If every attempt is unstable (the reference then keeps all of them), the one with the lowest
+    final loss is returned and marked unstable.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tried = []
+    for attempt in range(cfg.attempts):
+        mask, history = train_attempt(model, target, tokens, cfg, attempt, device)
+        stable, reason = is_stable(
+            history["xent"].to_numpy(), cfg.spike_window, cfg.spike_absolute,
+            cfg.spike_relative, cfg.spike_recovery_steps,
+        )  # fmt: skip
+        log.info("attempt %d: %s after %d steps", attempt, reason, len(history))
+        tried.append((mask, history, attempt, stable, reason))
+        if stable:
+            break
+    stable_runs = [t for t in tried if t[3]]
+    finite = [t for t in tried if np.isfinite(t[1]["loss"].iloc[-1])]
+    if not stable_runs and not finite:
+        raise FloatingPointError(f"all {cfg.attempts} attempts produced non-finite losses")
+    chosen = stable_runs[0] if stable_runs else min(finite, key=lambda t: t[1]["loss"].iloc[-1])
+    history = pd.concat([t[1] for t in tried], ignore_index=True)
+    mask, chosen_history, attempt, stable, reason = chosen
+    return TrainResult(mask, history, attempt, len(chosen_history), stable, reason)

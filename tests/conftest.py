@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny real Hugging Face models built from configs (never downloaded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+
+VOCAB = 64
+ARCHS = ("gpt_neox", "gpt2")
+
+
+def make_tiny_model(arch: str, vocab_size: int = VOCAB, seed: int = 0, layers: int = 2):
+    torch.manual_seed(seed)
+    if arch == "gpt_neox":
+        config = GPTNeoXConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            initializer_range=0.2,
+        )
+        model = GPTNeoXForCausalLM(config)
+    else:
+        config = GPT2Config(
+            vocab_size=vocab_size, n_embd=32, n_layer=layers, n_head=4, n_inner=64, n_positions=64,
+            initializer_range=0.2,
+        )
+        model = GPT2LMHeadModel(config)
+    return model.eval()
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tiny_model(arch):
+    return make_tiny_model(arch)
+
+
+@pytest.fixture
+def cyclic_tokens() -> np.ndarray:
+    """A learnable stream: each sequence walks a fixed permutation cycle from a random start, so
+    every token has exactly one successor and the bigram distribution is deterministic."""
+    rng = np.random.default_rng(0)
+    successor = rng.permutation(VOCAB)
+    starts = rng.integers(0, VOCAB, size=96)
+    seqs = np.empty((96, 16), dtype=np.int64)
+    seqs[:, 0] = starts
+    for t in range(1, 16):
+        seqs[:, t] = successor[seqs[:, t - 1]]
+    return seqs
+
+
+@pytest.fixture
+def random_tokens() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, VOCAB, size=(64, 16))

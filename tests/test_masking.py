@@ -1,0 +1,110 @@
+"""Mask algebra, continuous sparsification math, and the two ways of applying a mask."""
+
+import copy
+
+import pytest
+import torch
+
+from bigram_subnetworks.architectures import maskable_parameters
+from bigram_subnetworks.masking import ContinuousSparsification, Mask, apply_mask, masked_forward
+from conftest import make_tiny_model
+
+
+def _shapes(model):
+    return {n: w.shape for n, w in maskable_parameters(model).items()}
+
+
+def _random_mask(model, density=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Mask({n: torch.rand(s, generator=g) < density for n, s in _shapes(model).items()})
+
+
+def test_algebra(tiny_model):
+    m = _random_mask(tiny_model)
+    full, empty = Mask.full(m.shapes), Mask.empty(m.shapes)
+    assert (m | ~m).equals(full)
+    assert (m & ~m).equals(empty)
+    assert (m & full).equals(m)
+    assert m.n_kept + (~m).n_kept == m.n_total
+    shuffled = m.shuffled(torch.Generator().manual_seed(1))
+    assert shuffled.per_tensor() == m.per_tensor()
+    assert not shuffled.equals(m)
+
+
+def test_save_load_round_trip(tiny_model, tmp_path):
+    m = _random_mask(tiny_model)
+    m.save(tmp_path / "mask.safetensors", meta={"model": "x"})
+    assert Mask.load(tmp_path / "mask.safetensors").equals(m)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_loading_garbage_names_the_file(tmp_path):
+    path = tmp_path / "mask.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot read mask file .*mask.safetensors"):
+        Mask.load(path)
+
+
+def test_mask_for_the_wrong_model_is_refused():
+    neox, gpt2 = make_tiny_model("gpt_neox"), make_tiny_model("gpt2")
+    with pytest.raises(ValueError, match="is not in the model"):
+        Mask.full(_shapes(neox)).check_matches(gpt2)
+    bigger = make_tiny_model("gpt_neox", vocab_size=64, layers=2)
+    wrong_shape = {n: torch.ones(s[0], s[1] + 1, dtype=torch.bool) for n, s in _shapes(neox).items()}
+    with pytest.raises(ValueError, match="has shape"):
+        Mask(wrong_shape).check_matches(bigger)
+
+
+def test_full_mask_reproduces_logits_exactly(tiny_model):
+    ids = torch.randint(0, 64, (3, 12), generator=torch.Generator().manual_seed(0))
+    plain = tiny_model(input_ids=ids).logits
+    full = Mask.full(_shapes(tiny_model))
+    masked = masked_forward(tiny_model, full.tensors, input_ids=ids).logits
+    assert torch.equal(plain, masked)
+
+
+def test_empty_mask_equals_zeroed_weights(tiny_model):
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
+    zeroed = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for name in _shapes(zeroed):
+            zeroed.get_parameter(name).zero_()
+    empty = Mask.empty(_shapes(tiny_model))
+    masked = masked_forward(tiny_model, empty.tensors, input_ids=ids).logits
+    torch.testing.assert_close(masked, zeroed(input_ids=ids).logits, rtol=0, atol=1e-6)
+
+
+def test_apply_mask_agrees_with_masked_forward_and_restores(tiny_model):
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
+    m = _random_mask(tiny_model)
+    before = {n: p.clone() for n, p in tiny_model.named_parameters()}
+    expected = masked_forward(tiny_model, m.tensors, input_ids=ids).logits
+    with apply_mask(tiny_model, m):
+        torch.testing.assert_close(tiny_model(input_ids=ids).logits, expected)
+    with pytest.raises(RuntimeError, match="boom"), apply_mask(tiny_model, m):
+        raise RuntimeError("boom")
+    assert all(torch.equal(p, before[n]) for n, p in tiny_model.named_parameters())
+
+
+def test_continuous_sparsification_math(tiny_model):
+    weights = maskable_parameters(tiny_model)
+    name = next(iter(weights))
+    with torch.no_grad():
+        weights[name][0, 0] = 0.0
+    cs = ContinuousSparsification(weights)
+    soft = cs.soft()
+    assert soft[name][0, 1] == 0.5
+    assert soft[name][0, 0] < 1e-6  # exactly-zero weights start off
+    expected = sum(s.sum() for s in soft.values()) / sum(w.numel() for w in weights.values())
+    assert torch.isclose(cs.penalty(soft), expected)
+    cs.anneal(1.5)
+    cs.anneal(2.0)
+    assert float(cs.beta) == 3.0
+    with torch.no_grad():
+        cs.scores[0][0, 1] = 0.3
+        cs.scores[0][0, 2] = -0.3
+    hard = cs.hard().tensors[name]
+    assert hard[0, 1] and not hard[0, 2] and not hard[0, 0]
+    restored = ContinuousSparsification(weights)
+    restored.load_state_dict(cs.state_dict())
+    assert float(restored.beta) == 3.0

@@ -1,0 +1,65 @@
+"""The sparse bigram target equals the dense-target cross-entropy; the teacher target's CE with
+an all-kept mask equals the teacher's entropy."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bigram_subnetworks.architectures import maskable_parameters
+from bigram_subnetworks.bigrams import BigramCounts, BigramModel
+from bigram_subnetworks.masking import Mask, masked_forward
+from bigram_subnetworks.targets import BigramTarget, TeacherTarget, truncate_logits
+from conftest import VOCAB, make_tiny_model
+
+
+def _dense_cross_entropy(logits, ids, bigrams):
+    """The reference approach: a dense [batch, seq, V] float64 target built per batch."""
+    probs = bigrams.probs.toarray()
+    dense = np.where(bigrams.seen[:, None], probs, bigrams.backoff_row()[None, :])
+    target = torch.from_numpy(dense[ids.numpy()])
+    log_q = F.log_softmax(logits.double(), dim=-1)
+    return -(target * log_q).sum(-1).mean()
+
+
+def test_sparse_equals_dense_including_backoff_rows(arch):
+    # Tokens ≥ 48 never appear in training, so they are unseen contexts (unigram backoff).
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 48, size=(64, 16))
+    bigrams = BigramModel(BigramCounts.count(train, VOCAB))
+    assert not bigrams.seen[50] and bigrams.seen[VOCAB]  # start context row is present
+    model = make_tiny_model(arch)
+    ids = torch.from_numpy(rng.integers(0, VOCAB, size=(4, 16)))
+    logits = model(input_ids=ids).logits
+    sparse = BigramTarget(bigrams).cross_entropy(logits, ids)
+    dense = _dense_cross_entropy(logits, ids, bigrams)
+    assert torch.isclose(sparse.double(), dense, rtol=1e-5)
+
+
+def test_dense_rows_helper_matches_probabilities():
+    train = np.random.default_rng(1).integers(0, 30, size=(20, 8))
+    bigrams = BigramModel(BigramCounts.count(train, VOCAB))
+    rows = BigramTarget(bigrams).dense_rows(torch.tensor([0, 40]))
+    torch.testing.assert_close(rows.sum(-1), torch.ones(2))
+    torch.testing.assert_close(rows[1], torch.as_tensor(bigrams.unigram, dtype=torch.float32))
+
+
+def test_teacher_cross_entropy_with_full_mask_is_teacher_entropy(arch):
+    model = make_tiny_model(arch)
+    ids = torch.randint(0, VOCAB, (3, 12), generator=torch.Generator().manual_seed(0))
+    full = Mask.full({n: w.shape for n, w in maskable_parameters(model).items()})
+    logits = masked_forward(model, full.tensors, input_ids=ids).logits
+    xent = TeacherTarget(model, VOCAB).cross_entropy(logits, ids)
+    p = F.softmax(model(input_ids=ids).logits, dim=-1)
+    entropy = -(p * p.log()).sum(-1).mean()
+    assert torch.isclose(xent, entropy, rtol=1e-6)
+
+
+def test_truncation_drops_padded_logit_columns():
+    logits = torch.randn(2, 3, 10)
+    assert truncate_logits(logits, 7).shape == (2, 3, 7)
+    try:
+        truncate_logits(logits, 11)
+    except ValueError as err:
+        assert "10 logits for a 11-token vocabulary" in str(err)
+    else:
+        raise AssertionError("expected a ValueError")

@@ -1,0 +1,92 @@
+"""Mask training: gradients reach only the scores, the loss falls, λ controls the size, and the
+stability check accepts recovered spikes only."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bigram_subnetworks.bigrams import BigramCounts, BigramModel
+from bigram_subnetworks.targets import BigramTarget
+from bigram_subnetworks.training import (
+    HISTORY_COLUMNS,
+    MaskTrainingConfig,
+    fit_mask,
+    is_stable,
+    train_mask,
+)
+from conftest import VOCAB, make_tiny_model
+
+CONFIG = MaskTrainingConfig(
+    lam=1.0, learning_rate=0.05, weight_decay=0.01, beta_growth=1.05, max_steps=40,
+    batch_size=16, grad_accum=2, early_stop_fraction=0.01, attempts=1, spike_window=10,
+    spike_absolute=0.25, spike_relative=1.25, spike_recovery_steps=5, log_every=10, seed=0,
+)  # fmt: skip
+
+
+@pytest.fixture
+def target(cyclic_tokens):
+    return BigramTarget(BigramModel(BigramCounts.count(cyclic_tokens, VOCAB)))
+
+
+def test_base_weights_are_frozen_and_bit_identical(arch, cyclic_tokens, target):
+    model = make_tiny_model(arch)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    train_mask(model, target, cyclic_tokens, dataclasses.replace(CONFIG, max_steps=3))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_loss_decreases_and_history_is_complete(arch, cyclic_tokens, target):
+    result = train_mask(make_tiny_model(arch), target, cyclic_tokens, CONFIG)
+    history = result.history
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert len(history) == result.steps
+    first, last = history["xent"].iloc[:5].mean(), history["xent"].iloc[-5:].mean()
+    assert last < first - 0.05
+    assert np.all(np.diff(history["beta"]) > 0)
+
+
+def test_higher_lambda_keeps_fewer_weights(arch, cyclic_tokens, target):
+    low = train_mask(make_tiny_model(arch), target, cyclic_tokens,
+                     dataclasses.replace(CONFIG, lam=0.0))  # fmt: skip
+    high = train_mask(make_tiny_model(arch), target, cyclic_tokens,
+                      dataclasses.replace(CONFIG, lam=100.0))  # fmt: skip
+    assert high.mask.density < low.mask.density - 0.2
+
+
+def test_same_seed_gives_the_same_mask(cyclic_tokens, target):
+    config = dataclasses.replace(CONFIG, max_steps=10)
+    one = train_mask(make_tiny_model("gpt2"), target, cyclic_tokens, config)
+    two = train_mask(make_tiny_model("gpt2"), target, cyclic_tokens, config)
+    assert one.mask.equals(two.mask)
+    assert one.history["xent"].tolist() == two.history["xent"].tolist()
+
+
+def test_sentinels_need_no_training(cyclic_tokens, target):
+    model = make_tiny_model("gpt_neox")
+    full = fit_mask(model, target, cyclic_tokens, CONFIG, label="full")
+    empty = fit_mask(model, target, cyclic_tokens, CONFIG, label="empty")
+    assert full.mask.density == 1.0 and empty.mask.density == 0.0
+    assert full.steps == 0 and len(full.history) == 0
+
+
+def test_config_rejects_indivisible_accumulation():
+    with pytest.raises(ValueError, match="batch_size 15 is not divisible by grad_accum 2"):
+        dataclasses.replace(CONFIG, batch_size=15)
+
+
+@pytest.mark.parametrize(
+    ("curve", "stable"),
+    [
+        (np.linspace(4, 2, 200), True),
+        (np.r_[np.full(50, 3.0), 5.0, np.full(149, 2.9)], True),  # spike, recovered early
+        (np.r_[np.full(150, 3.0), 5.0, np.full(49, 2.9)], False),  # recovered too late
+        (np.r_[np.full(50, 3.0), np.full(150, 4.0)], False),  # jumps and stays up
+        (np.r_[np.full(50, 3.0), np.nan, np.full(149, 2.9)], False),
+    ],
+)
+def test_stability_check(curve, stable):
+    ok, reason = is_stable(curve, window=10, absolute=0.25, relative=1.25, recovery_steps=100)
+    assert ok is stable, reason

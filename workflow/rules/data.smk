@@ -1,0 +1,79 @@
+# Corpus, tokenizers, fixed-length token sequences and bigram counts (paper-spec §2).
+
+
+rule corpus:
+    output:
+        documents="results/corpus/documents.jsonl",
+        meta="results/corpus/meta.json",
+    log:
+        "logs/corpus.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        corpus=config["corpus"],
+    script:
+        "../scripts/corpus.py"
+
+
+rule train_tokenizer:
+    input:
+        documents=rules.corpus.output.documents,
+    output:
+        tokenizer=directory("results/tokenizers/{tokenizer}"),
+    log:
+        "logs/train_tokenizer/{tokenizer}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        vocab_size=tokenizer_vocab_size,
+    script:
+        "../scripts/train_tokenizer.py"
+
+
+rule tokenize:
+    input:
+        documents=rules.corpus.output.documents,
+        tokenizer=rules.train_tokenizer.output.tokenizer,
+    output:
+        train="results/tokens/{tokenizer}/train.npy",
+        eval="results/tokens/{tokenizer}/eval.npy",
+        meta="results/tokens/{tokenizer}/meta.json",
+    log:
+        "logs/tokenize/{tokenizer}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        seq_len=config["corpus"]["seq_len"],
+        eval_fraction=config["corpus"]["eval_fraction"],
+        split_seed=config["corpus"]["split_seed"],
+    script:
+        "../scripts/tokenize.py"
+
+
+rule count_bigrams:
+    input:
+        tokens=rules.tokenize.output.train,
+        tokenizer=rules.train_tokenizer.output.tokenizer,
+    output:
+        counts="results/bigrams/{tokenizer}/counts.npz",
+        meta="results/bigrams/{tokenizer}/meta.json",
+    log:
+        "logs/count_bigrams/{tokenizer}.log",
+    benchmark:
+        "results/benchmarks/count_bigrams/{tokenizer}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/count_bigrams.py"

@@ -1,0 +1,49 @@
+# Tiny models pretrained here with log-spaced checkpoints, and how they compare with bigrams.
+
+
+rule pretrain:
+    input:
+        train=model_tokens("train"),
+        eval=model_tokens("eval"),
+        tokenizer=tokenizer_dir,
+    output:
+        checkpoints=directory("results/models/{model}/checkpoints"),
+        history="results/models/{model}/history.tsv",
+        meta="results/models/{model}/meta.json",
+    log:
+        "logs/pretrain/{model}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{model}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        arch=model_arch,
+        pretrain=pretrain_params,
+        version=__version__,
+    script:
+        "../scripts/pretrain.py"
+
+
+rule summarize_pretraining:
+    input:
+        histories=models_of("history.tsv"),
+        eval_tokens=per_model_tokenizer("results/tokens/{tokenizer}/eval.npy"),
+        bigrams=per_model_tokenizer("results/bigrams/{tokenizer}/counts.npz"),
+    output:
+        table="results/tables/pretraining.tsv",
+    log:
+        "logs/summarize_pretraining.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        models=list(GRID.models),
+        eval_sequences=eval_sequences_per_model(),
+    script:
+        "../scripts/summarize_pretraining.py"

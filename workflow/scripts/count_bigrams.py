@@ -1,0 +1,19 @@
+"""Count bigrams (with the sequence-start context) and unigrams of the training split."""
+
+from bigram_subnetworks import corpus, io, logs, tokenizer
+from bigram_subnetworks.bigrams import BigramCounts
+
+logs.setup(snakemake.log[0])
+vocab_size = len(tokenizer.load_tokenizer(snakemake.input.tokenizer))
+tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=vocab_size)
+counts = BigramCounts.count(tokens, vocab_size)
+counts.save(snakemake.output.counts)
+meta = io.provenance(
+    rule="count_bigrams",
+    tokenizer=snakemake.wildcards.tokenizer,
+    vocab_size=vocab_size,
+    tokens=int(tokens.size),
+    distinct_bigrams=int(counts.pairs.nnz),
+    seen_contexts=int((counts.pairs.getnnz(axis=1) > 0).sum()),
+)
+io.write_json(meta, snakemake.output.meta)

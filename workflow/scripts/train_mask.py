@@ -1,0 +1,32 @@
+"""Train one bigram subnetwork (or write a sentinel mask) for a model checkpoint and λ."""
+
+import torch
+
+from bigram_subnetworks import corpus, io, logs, training
+from bigram_subnetworks.bigrams import BigramCounts, BigramModel
+from bigram_subnetworks.targets import BigramTarget
+
+logs.setup(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+w = snakemake.wildcards
+cfg = training.MaskTrainingConfig(**snakemake.params.training)
+bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
+tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
+model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
+target = BigramTarget(bigrams, device=model.device)
+result = training.fit_mask(model, target, tokens, cfg, label=w.lam)
+meta = io.provenance(
+    rule="train_mask",
+    **w,
+    lam_value=cfg.lam,
+    training=snakemake.params.training,
+    attempt=result.attempt,
+    steps=result.steps,
+    stable=result.stable,
+    outcome=result.reason,
+    n_kept=result.mask.n_kept,
+    n_total=result.mask.n_total,
+)
+result.mask.save(snakemake.output.mask, meta=meta)
+io.write_table(result.history, snakemake.output.history)
+io.write_json(meta, snakemake.output.meta)
