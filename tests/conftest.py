@@ -28,7 +28,12 @@ def make_tiny_model(arch: str, vocab_size: int = VOCAB, seed: int = 0, layers: i
         model = GPTNeoXForCausalLM(config)
     else:
         config = GPT2Config(
-            vocab_size=vocab_size, n_embd=32, n_layer=layers, n_head=4, n_inner=64, n_positions=64,
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=layers,
+            n_head=4,
+            n_inner=64,
+            n_positions=64,
             initializer_range=0.2,
         )
         model = GPT2LMHeadModel(config)

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from bigram_subnetworks.architectures import block_slices, iter_blocks, maskable_parameters, spec_for
+from bigram_subnetworks.architectures import (
+    block_slices,
+    iter_blocks,
+    maskable_parameters,
+    spec_for,
+)
+
 from conftest import make_tiny_model
 
 EXPECTED_SUFFIXES = {
@@ -33,8 +39,14 @@ def test_unsupported_architecture_is_named():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     model = LlamaForCausalLM(
-        LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+        LlamaConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
     )
     with pytest.raises(ValueError, match="unsupported architecture 'llama'"):
         spec_for(model)
@@ -42,8 +54,10 @@ def test_unsupported_architecture_is_named():
 
 def test_blocks_tile_every_matrix_exactly(arch):
     model = make_tiny_model(arch)
-    covered = {name: torch.zeros(w.shape, dtype=torch.int64) for name, w in
-               maskable_parameters(model).items()}  # fmt: skip
+    covered = {
+        name: torch.zeros(w.shape, dtype=torch.int64)
+        for name, w in maskable_parameters(model).items()
+    }
     for name, piece in iter_blocks(model):
         covered[name][piece.rows, piece.cols] += 1
     assert all(bool((c == 1).all()) for c in covered.values())

@@ -7,6 +7,7 @@ import torch
 
 from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.masking import ContinuousSparsification, Mask, apply_mask, masked_forward
+
 from conftest import make_tiny_model
 
 
@@ -41,7 +42,7 @@ def test_save_load_round_trip(tiny_model, tmp_path):
 def test_loading_garbage_names_the_file(tmp_path):
     path = tmp_path / "mask.safetensors"
     path.write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="cannot read mask file .*mask.safetensors"):
+    with pytest.raises(ValueError, match=r"cannot read mask file .*mask\.safetensors"):
         Mask.load(path)
 
 
@@ -50,7 +51,9 @@ def test_mask_for_the_wrong_model_is_refused():
     with pytest.raises(ValueError, match="is not in the model"):
         Mask.full(_shapes(neox)).check_matches(gpt2)
     bigger = make_tiny_model("gpt_neox", vocab_size=64, layers=2)
-    wrong_shape = {n: torch.ones(s[0], s[1] + 1, dtype=torch.bool) for n, s in _shapes(neox).items()}
+    wrong_shape = {
+        n: torch.ones(s[0], s[1] + 1, dtype=torch.bool) for n, s in _shapes(neox).items()
+    }
     with pytest.raises(ValueError, match="has shape"):
         Mask(wrong_shape).check_matches(bigger)
 

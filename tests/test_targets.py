@@ -9,6 +9,7 @@ from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.masking import Mask, masked_forward
 from bigram_subnetworks.targets import BigramTarget, TeacherTarget, truncate_logits
+
 from conftest import VOCAB, make_tiny_model
 
 

@@ -16,13 +16,26 @@ from bigram_subnetworks.training import (
     is_stable,
     train_mask,
 )
+
 from conftest import VOCAB, make_tiny_model
 
 CONFIG = MaskTrainingConfig(
-    lam=1.0, learning_rate=0.05, weight_decay=0.01, beta_growth=1.05, max_steps=40,
-    batch_size=16, grad_accum=2, early_stop_fraction=0.01, attempts=1, spike_window=10,
-    spike_absolute=0.25, spike_relative=1.25, spike_recovery_steps=5, log_every=10, seed=0,
-)  # fmt: skip
+    lam=1.0,
+    learning_rate=0.05,
+    weight_decay=0.01,
+    beta_growth=1.05,
+    max_steps=40,
+    batch_size=16,
+    grad_accum=2,
+    early_stop_fraction=0.01,
+    attempts=1,
+    spike_window=10,
+    spike_absolute=0.25,
+    spike_relative=1.25,
+    spike_recovery_steps=5,
+    log_every=10,
+    seed=0,
+)
 
 
 @pytest.fixture
@@ -49,10 +62,12 @@ def test_loss_decreases_and_history_is_complete(arch, cyclic_tokens, target):
 
 
 def test_higher_lambda_keeps_fewer_weights(arch, cyclic_tokens, target):
-    low = train_mask(make_tiny_model(arch), target, cyclic_tokens,
-                     dataclasses.replace(CONFIG, lam=0.0))  # fmt: skip
-    high = train_mask(make_tiny_model(arch), target, cyclic_tokens,
-                      dataclasses.replace(CONFIG, lam=100.0))  # fmt: skip
+    low = train_mask(
+        make_tiny_model(arch), target, cyclic_tokens, dataclasses.replace(CONFIG, lam=0.0)
+    )
+    high = train_mask(
+        make_tiny_model(arch), target, cyclic_tokens, dataclasses.replace(CONFIG, lam=100.0)
+    )
     assert high.mask.density < low.mask.density - 0.2
 
 

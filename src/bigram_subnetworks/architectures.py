@@ -85,9 +85,7 @@ def spec_for(model: nn.Module) -> ArchSpec:
     for spec in REGISTRY.values():
         if spec.model_type == model_type:
             return spec
-    raise ValueError(
-        f"unsupported architecture {model_type!r}: supported are {sorted(REGISTRY)}"
-    )
+    raise ValueError(f"unsupported architecture {model_type!r}: supported are {sorted(REGISTRY)}")
 
 
 def maskable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -17,8 +17,6 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-
-
 # λ labels with no training: keep every maskable weight (λ = −∞) or none (λ = +∞).
 SENTINELS = {"full": -math.inf, "empty": math.inf}
 

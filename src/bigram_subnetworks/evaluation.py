@@ -36,8 +36,13 @@ class EvalOutputs:
 
 
 @torch.no_grad()
-def run_model(model: nn.Module, tokens: np.ndarray, vocab_size: int, batch_size: int,
-              target: BigramTarget | None = None) -> EvalOutputs:  # fmt: skip
+def run_model(
+    model: nn.Module,
+    tokens: np.ndarray,
+    vocab_size: int,
+    batch_size: int,
+    target: BigramTarget | None = None,
+) -> EvalOutputs:
     """Surprisal of every next token, and (with ``target``) the CE against the bigram rows."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -84,8 +89,9 @@ def bigram_correlations(model_bits: np.ndarray, bigram_bits: np.ndarray) -> dict
     }
 
 
-def evaluate_mask(model: nn.Module, mask: Mask, tokens: np.ndarray, bigrams: BigramModel,
-                  batch_size: int) -> dict[str, float]:  # fmt: skip
+def evaluate_mask(
+    model: nn.Module, mask: Mask, tokens: np.ndarray, bigrams: BigramModel, batch_size: int
+) -> dict[str, float]:
     """All scalar metrics of one subnetwork on the eval split."""
     device = next(model.parameters()).device
     target = BigramTarget(bigrams, device=device)
@@ -125,8 +131,9 @@ def _tidy(table: pd.DataFrame, archs: dict[str, str]) -> pd.DataFrame:
     return table.sort_values(["model", "step", "target", "lam_value"], kind="stable")
 
 
-def collect_tables(metrics: list[dict], layers: list[pd.DataFrame], archs: dict[str, str]
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+def collect_tables(
+    metrics: list[dict], layers: list[pd.DataFrame], archs: dict[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tidy metrics (one row per mask) and kept-per-block (one row per mask × layer × block)."""
     metrics_table = _tidy(pd.DataFrame(metrics), archs)
     layers_table = _tidy(pd.concat(layers, ignore_index=True), archs)

@@ -137,7 +137,9 @@ class ContinuousSparsification(nn.Module):
         self.numel = sum(w.numel() for w in weights.values())
 
     def soft(self) -> dict[str, torch.Tensor]:
-        return {n: torch.sigmoid(self.beta * s) for n, s in zip(self.names, self.scores, strict=True)}
+        return {
+            n: torch.sigmoid(self.beta * s) for n, s in zip(self.names, self.scores, strict=True)
+        }
 
     def penalty(self, soft: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Σσ(βs)/|M|: the normalised L1 term, so λ means the same at every model size."""
@@ -166,7 +168,9 @@ def masked_forward(model: nn.Module, masks: Mapping[str, torch.Tensor], **inputs
     """Run ``model`` with W ← W ⊙ m for the named weights; the model itself is untouched."""
     params = dict(model.named_parameters())
     substituted = {name: params[name] * m.to(params[name].dtype) for name, m in masks.items()}
-    return functional_call(model, substituted, args=(), kwargs=inputs, strict=False, tie_weights=True)
+    return functional_call(
+        model, substituted, args=(), kwargs=inputs, strict=False, tie_weights=True
+    )
 
 
 @contextmanager

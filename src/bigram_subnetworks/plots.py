@@ -10,11 +10,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
 
-from .architectures import BLOCKS  # noqa: E402
+from .architectures import BLOCKS
 
 ARCH_TITLES = {"gpt_neox": "GPT-NeoX (Pythia architecture)", "gpt2": "GPT-2"}
 BLOCK_COLORS = dict(
@@ -48,8 +48,13 @@ def r_vs_size(metrics: pd.DataFrame, column: str = "r_drop_inf") -> Figure:
         for model, rows in table[table["arch"] == arch].groupby("model"):
             ax.plot(rows["n_kept"], rows[column], marker="o", label=model)
             for _, row in rows.iterrows():
-                ax.annotate(f"λ={row['lam']}", (row["n_kept"], row[column]), fontsize=7,
-                            xytext=(3, -9), textcoords="offset points")  # fmt: skip
+                ax.annotate(
+                    f"λ={row['lam']}",
+                    (row["n_kept"], row[column]),
+                    fontsize=7,
+                    xytext=(3, -9),
+                    textcoords="offset points",
+                )
         ax.set_xscale("log")
         ax.set_xlabel("subnetwork size (kept non-embedding weights)")
         ax.set_ylabel(f"bigram surprisal r ({column.removeprefix('r_').replace('_', '-')})")
@@ -67,9 +72,12 @@ def kept_by_layer(layers: pd.DataFrame) -> Figure:
     models = sorted(table["model"].unique())
     lams = sorted(table["lam"].unique(), key=lambda lam: float(lam))
     figure, axes = plt.subplots(
-        len(models), len(lams), figsize=(2.6 * len(lams) + 1, 2.4 * len(models)),
-        squeeze=False, sharex=True,
-    )  # fmt: skip
+        len(models),
+        len(lams),
+        figsize=(2.6 * len(lams) + 1, 2.4 * len(models)),
+        squeeze=False,
+        sharex=True,
+    )
     for i, model in enumerate(models):
         for j, lam in enumerate(lams):
             ax = axes[i][j]
@@ -77,8 +85,9 @@ def kept_by_layer(layers: pd.DataFrame) -> Figure:
             pivot = rows.pivot_table(index="layer", columns="block", values="n_kept", aggfunc="sum")
             bottom = pd.Series(0, index=pivot.index, dtype=float)
             for block in [b for b in BLOCKS if b in pivot.columns]:
-                ax.bar(pivot.index, pivot[block], bottom=bottom, color=BLOCK_COLORS[block],
-                       label=block)  # fmt: skip
+                ax.bar(
+                    pivot.index, pivot[block], bottom=bottom, color=BLOCK_COLORS[block], label=block
+                )
                 bottom += pivot[block]
             ax.set_title(f"{model}, λ={lam}", fontsize=9)
             ax.set_xlabel("layer" if i == len(models) - 1 else "")
@@ -96,8 +105,12 @@ def pretraining(table: pd.DataFrame) -> Figure:
         rows = table[table["model"] == model].sort_values("step")
         ax.plot(rows["step"].clip(lower=1), rows["eval_loss"], marker=".", label="model")
         baseline = rows.iloc[0]
-        ax.axhline(baseline["bigram_loss"], color="C1", ls="--",
-                   label=f"smoothed bigram (w={baseline['bigram_weight']:.2f})")  # fmt: skip
+        ax.axhline(
+            baseline["bigram_loss"],
+            color="C1",
+            ls="--",
+            label=f"smoothed bigram (w={baseline['bigram_weight']:.2f})",
+        )
         ax.axhline(baseline["unigram_loss"], color="C2", ls=":", label="unigram")
         ax.set_xscale("log")
         ax.set_xlabel("training step")

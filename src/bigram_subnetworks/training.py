@@ -28,9 +28,16 @@ from .targets import Target
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = (
-    "attempt", "step", "xent", "penalty", "loss", "on_fraction", "undecided_fraction", "beta",
+    "attempt",
+    "step",
+    "xent",
+    "penalty",
+    "loss",
+    "on_fraction",
+    "undecided_fraction",
+    "beta",
     "ms_per_step",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,9 @@ def sentinel_mask(model: nn.Module, label: str) -> Mask:
     return Mask.full(shapes) if label == "full" else Mask.empty(shapes)
 
 
-def is_stable(losses: np.ndarray, window: int, absolute: float, relative: float,
-              recovery_steps: int) -> tuple[bool, str]:  # fmt: skip
+def is_stable(
+    losses: np.ndarray, window: int, absolute: float, relative: float, recovery_steps: int
+) -> tuple[bool, str]:
     """Reject a loss curve with an unrecovered spike (the reference's stability check).
 
     A spike is a loss above mean(previous ``window``) + ``absolute`` or above ``relative`` × that
@@ -148,8 +156,14 @@ def _step(model, cs, target, optimizer, batch, cfg, device) -> tuple[float, floa
     return xent, float(penalty.detach())
 
 
-def train_attempt(model, target: Target, tokens: np.ndarray, cfg: MaskTrainingConfig,
-                  attempt: int, device: torch.device) -> tuple[Mask, pd.DataFrame]:  # fmt: skip
+def train_attempt(
+    model,
+    target: Target,
+    tokens: np.ndarray,
+    cfg: MaskTrainingConfig,
+    attempt: int,
+    device: torch.device,
+) -> tuple[Mask, pd.DataFrame]:
     """One attempt from fresh scores (s = 0) with its own data order."""
     cs = ContinuousSparsification(maskable_parameters(model)).to(device)
     optimizer = torch.optim.AdamW(
@@ -162,14 +176,32 @@ def train_attempt(model, target: Target, tokens: np.ndarray, cfg: MaskTrainingCo
         xent, penalty = _step(model, cs, target, optimizer, next(batches), cfg, device)
         on, undecided = cs.decision_counts()
         ms = 1000 * (time.perf_counter() - started)
-        rows.append((attempt, step, xent, penalty, xent + cfg.lam * penalty, on / cs.numel,
-                     undecided / cs.numel, float(cs.beta), ms))  # fmt: skip
+        rows.append(
+            (
+                attempt,
+                step,
+                xent,
+                penalty,
+                xent + cfg.lam * penalty,
+                on / cs.numel,
+                undecided / cs.numel,
+                float(cs.beta),
+                ms,
+            )
+        )
         if step % cfg.log_every == 0 or step == 1:
             log.info(
                 "attempt %d step %d | xent %.4f | penalty %.4f | on %.4f | undecided %.4f | "
-                "beta %.3g | %.0f ms/step", attempt, step, xent, penalty, on / cs.numel,
-                undecided / cs.numel, float(cs.beta), ms,
-            )  # fmt: skip
+                "beta %.3g | %.0f ms/step",
+                attempt,
+                step,
+                xent,
+                penalty,
+                on / cs.numel,
+                undecided / cs.numel,
+                float(cs.beta),
+                ms,
+            )
         if not math.isfinite(xent):
             log.warning("attempt %d: non-finite loss at step %d, stopping it", attempt, step)
             break
@@ -181,8 +213,14 @@ def train_attempt(model, target: Target, tokens: np.ndarray, cfg: MaskTrainingCo
     return cs.hard(), pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
 
 
-def fit_mask(model: nn.Module, target: Target, tokens: np.ndarray, cfg: MaskTrainingConfig,
-             label: str, device: torch.device | str | None = None) -> TrainResult:  # fmt: skip
+def fit_mask(
+    model: nn.Module,
+    target: Target,
+    tokens: np.ndarray,
+    cfg: MaskTrainingConfig,
+    label: str,
+    device: torch.device | str | None = None,
+) -> TrainResult:
     """A trained mask, or for the sentinel labels ('full', 'empty') the fixed one, untrained."""
     if label in SENTINELS:
         empty = pd.DataFrame(columns=list(HISTORY_COLUMNS))
@@ -190,8 +228,13 @@ def fit_mask(model: nn.Module, target: Target, tokens: np.ndarray, cfg: MaskTrai
     return train_mask(model, target, tokens, cfg, device)
 
 
-def train_mask(model: nn.Module, target: Target, tokens: np.ndarray, cfg: MaskTrainingConfig,
-               device: torch.device | str | None = None) -> TrainResult:  # fmt: skip
+def train_mask(
+    model: nn.Module,
+    target: Target,
+    tokens: np.ndarray,
+    cfg: MaskTrainingConfig,
+    device: torch.device | str | None = None,
+) -> TrainResult:
     """Train a mask with up to ``cfg.attempts`` tries; keep the first stable one.
 
     If every attempt is unstable (the reference then keeps all of them), the one with the lowest
@@ -205,9 +248,12 @@ def train_mask(model: nn.Module, target: Target, tokens: np.ndarray, cfg: MaskTr
     for attempt in range(cfg.attempts):
         mask, history = train_attempt(model, target, tokens, cfg, attempt, device)
         stable, reason = is_stable(
-            history["xent"].to_numpy(), cfg.spike_window, cfg.spike_absolute,
-            cfg.spike_relative, cfg.spike_recovery_steps,
-        )  # fmt: skip
+            history["xent"].to_numpy(),
+            cfg.spike_window,
+            cfg.spike_absolute,
+            cfg.spike_relative,
+            cfg.spike_recovery_steps,
+        )
         log.info("attempt %d: %s after %d steps", attempt, reason, len(history))
         tried.append((mask, history, attempt, stable, reason))
         if stable:
