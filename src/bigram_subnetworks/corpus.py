@@ -1,0 +1,386 @@
+"""corpus: text sources and their tokenization into fixed-length sequences (paper spec §2).
+
+Sources are the embedded default (Python's own documentation), local text files, and Hugging Face
+datasets (OSCAR/C4/FineWeb). Tokenization cuts one EOS-separated stream into 128-token rows with no
+padding, after a document-level train/eval split. No bigram counting here (see `bigrams`).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import gc
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import re
+import sysconfig
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Stdlib directories whose docstrings are tests, vendored code or an IDE rather than documentation.
+_SKIPPED_STDLIB_DIRS = frozenset(
+    {"test", "tests", "idlelib", "site-packages", "lib2to3", "__pycache__", "pydoc_data"}
+)
+_MIN_DOCSTRING_WORDS = 20
+_TOKENIZE_BATCH_DOCUMENTS = 1024  # bounds the Python-list memory of batch tokenization
+
+
+def _normalise(text: str) -> str:
+    """Strip trailing spaces per line and runs of blank lines; keep paragraphs and indentation."""
+    text = "\n".join(line.rstrip() for line in text.strip().splitlines())
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def _stdlib_sources() -> list[Path]:
+    """Standard-library .py files in sorted order, pruning test/IDE/vendored directories."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files: list[Path] = []
+    for root, dirs, names in os.walk(stdlib):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_STDLIB_DIRS)
+        files.extend(Path(root, name) for name in names if name.endswith(".py"))
+    return sorted(files)
+
+
+def _definitions(node: ast.AST) -> Iterator[ast.AST]:
+    """Classes and functions in source order, descending only through statement bodies.
+
+    Much faster than `ast.walk`, which would also visit every expression node.
+    """
+    for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+        children = getattr(node, field, None)
+        if not isinstance(children, list):
+            continue
+        for child in children:
+            if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                yield child
+            yield from _definitions(child)
+
+
+def _module_docstrings(path: Path) -> list[str]:
+    """Module, class and function docstrings of one source file, in source order, never imported."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, UnicodeDecodeError, OSError) as error:
+        log.debug("skipping %s: %s", path, error)
+        return []
+    docstrings = []
+    for node in [tree, *_definitions(tree)]:
+        docstring = ast.get_docstring(node)
+        if docstring and len(docstring.split()) >= _MIN_DOCSTRING_WORDS:
+            docstrings.append(_normalise(docstring))
+    return docstrings
+
+
+@functools.cache
+def _python_docs() -> tuple[str, ...]:
+    from pydoc_data.topics import topics
+
+    documents = [_normalise(topics[key]) for key in sorted(topics)]
+    # Parsing allocates ~1M AST nodes, which trigger full cyclic-GC passes over the whole heap
+    # (slow once torch is imported); ASTs hold no reference cycles, so pausing the GC is safe.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for path in _stdlib_sources():
+            documents.extend(_module_docstrings(path))
+    finally:
+        if was_enabled:
+            gc.enable()
+    # Exact duplicates (e.g. _pyio/io, _pydecimal/decimal) would otherwise leak across splits.
+    unique = tuple(dict.fromkeys(doc for doc in documents if doc))
+    log.info("python docs corpus: %d documents, %d characters", len(unique), sum(map(len, unique)))
+    return unique
+
+
+def python_docs_documents() -> list[str]:
+    """The embedded default corpus: English prose that ships with every Python installation.
+
+    One document per `pydoc` language-reference topic (sorted by key), then one per stdlib
+    module/class/function docstring of at least ~20 words, parsed with `ast` (nothing is imported)
+    from sorted source paths, exact duplicates removed. Deterministic for a given Python version.
+    """
+    return list(_python_docs())
+
+
+def describe_documents(documents: Sequence[str]) -> dict[str, Any]:
+    """Size and content hash of a corpus (sha256 of the documents joined by blank lines)."""
+    joined = "\n\n".join(documents)
+    return {
+        "documents": len(documents),
+        "characters": len(joined),
+        "words": len(joined.split()),
+        "sha256": hashlib.sha256(joined.encode("utf-8")).hexdigest(),
+    }
+
+
+def python_docs_provenance() -> dict[str, Any]:
+    """Python version and content hash of the default corpus, for the corpus artifact's sidecar."""
+    return {
+        "source": "python_docs",
+        "python_version": platform.python_version(),
+        **describe_documents(_python_docs()),
+    }
+
+
+def _non_empty_texts(texts: Iterator[Any], source: str, field: str) -> list[str]:
+    documents = []
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"field {field!r} of {source} holds {type(text).__name__}, not str")
+        if text.strip():
+            documents.append(text)
+    return documents
+
+
+def local_documents(paths: Sequence[str | os.PathLike], cache_dir: str | None = None) -> list[str]:
+    """Local text files, one file = one document; directories contribute their `*.txt` recursively.
+
+    Read with `datasets`' text builder (`sample_by="document"`), the same code path as hub corpora.
+    """
+    import datasets
+
+    files: list[str] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.txt") if p.is_file())
+            if not found:
+                raise ValueError(f"no *.txt files found under corpus directory {path}")
+            files.extend(str(p) for p in found)
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise ValueError(f"corpus path {path} does not exist")
+    if not files:
+        raise ValueError("no corpus paths given")
+    # Streaming reads the files in place instead of copying them into the Arrow cache.
+    dataset = datasets.load_dataset(
+        "text",
+        data_files=files,
+        sample_by="document",
+        split="train",
+        streaming=True,
+        cache_dir=cache_dir,
+    )
+    texts = (example["text"] for example in dataset)
+    documents = _non_empty_texts(texts, f"local files {paths}", "text")
+    log.info("local corpus: %d files, %d non-empty documents", len(files), len(documents))
+    return documents
+
+
+def huggingface_documents(
+    name: str,
+    config: str | None,
+    split: str,
+    text_field: str,
+    max_documents: int | None,
+    streaming: bool = True,
+    revision: str | None = None,
+    data_files: str | Sequence[str] | None = None,
+    cache_dir: str | None = None,
+) -> list[str]:
+    """The first `max_documents` texts of a `datasets` dataset (hub id, builder name or local dir).
+
+    Streaming by default so OSCAR/C4/FineWeb are never downloaded whole. `name` may be a hub id,
+    a packaged builder with `data_files` (e.g. "json"), or a local directory of data files.
+    """
+    import datasets
+
+    if max_documents is not None and max_documents < 1:
+        raise ValueError(f"max_documents must be positive, got {max_documents}")
+    dataset = datasets.load_dataset(
+        name,
+        config,
+        split=split,
+        streaming=streaming,
+        revision=revision,
+        data_files=data_files,
+        cache_dir=cache_dir,
+    )
+    source = f"dataset {name!r} (config {config!r}, split {split!r})"
+    columns = dataset.column_names
+    if columns is not None and text_field not in columns:
+        raise KeyError(f"text field {text_field!r} not in {source}; columns: {columns}")
+
+    def texts() -> Iterator[Any]:
+        for example in itertools.islice(dataset, max_documents):
+            if text_field not in example:
+                raise KeyError(f"text field {text_field!r} not in {source}; keys: {list(example)}")
+            yield example[text_field]
+
+    documents = _non_empty_texts(texts(), source, text_field)
+    log.info("%s: %d non-empty documents", source, len(documents))
+    return documents
+
+
+def documents_from_config(corpus: Mapping[str, Any]) -> list[str]:
+    """Documents of the config's `corpus` section (`source`: python_docs, local, huggingface)."""
+    source = corpus["source"]
+    if source == "python_docs":
+        return python_docs_documents()
+    if source == "local":
+        return local_documents(corpus["local_paths"])
+    if source == "huggingface":
+        hf = corpus["huggingface"]
+        return huggingface_documents(
+            hf["name"],
+            hf["config"],
+            split=hf["split"],
+            text_field=hf["text_field"],
+            max_documents=hf["max_documents"],
+            revision=hf["revision"],
+        )
+    raise ValueError(f"corpus.source: unknown source {source!r}")
+
+
+@contextmanager
+def _atomic_writer(path: str | os.PathLike, mode: str) -> Iterator[IO[Any]]:
+    """Write to a temp file beside `path`, then rename it into place: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_documents(documents: Sequence[str], path: str | os.PathLike) -> None:
+    """Write a corpus as JSON Lines, one `{"text": ...}` per document, atomically."""
+    if not any(doc.strip() for doc in documents):
+        raise ValueError(f"corpus to write to {path} is empty: no non-empty documents")
+    with _atomic_writer(path, "w") as handle:
+        for doc in documents:
+            handle.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+    log.info("wrote %d documents to %s", len(documents), path)
+
+
+def read_documents(path: str | os.PathLike) -> list[str]:
+    """Read a corpus written by `write_documents`."""
+    documents = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                documents.append(json.loads(line)["text"])
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}:{line_number}: not a {{'text': ...}} record") from error
+    if not any(doc.strip() for doc in documents):
+        raise ValueError(f"corpus {path} is empty: no non-empty documents")
+    return documents
+
+
+def _token_stream(tokenizer: Any, documents: Sequence[str], dtype: np.dtype) -> np.ndarray:
+    """Token ids of all documents, each followed by EOS, as one 1-D array."""
+    eos = np.array([tokenizer.eos_token_id], dtype=dtype)
+    pieces: list[np.ndarray] = []
+    for start in range(0, len(documents), _TOKENIZE_BATCH_DOCUMENTS):
+        batch = list(documents[start : start + _TOKENIZE_BATCH_DOCUMENTS])
+        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            pieces.append(np.asarray(ids, dtype=dtype))
+            pieces.append(eos)
+    return np.concatenate(pieces) if pieces else np.empty(0, dtype=dtype)
+
+
+def tokenize_documents(
+    tokenizer: Any,
+    documents: Sequence[str],
+    seq_len: int,
+    eval_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split documents into train/eval, tokenize, and cut each split into `[n, seq_len]` rows.
+
+    The split is by document (seeded shuffle; eval gets ceil(eval_fraction * n_docs), at least one),
+    so no text is in both. Each document is followed by EOS; the stream is cut without padding and
+    the tail shorter than `seq_len` is dropped (paper spec §2).
+
+    Returns:
+        (train, eval): uint16 arrays if the vocabulary fits in 16 bits, else uint32. # [n, seq_len]
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no eos_token: documents cannot be separated")
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    n_docs = len(documents)
+    if n_docs < 2:
+        raise ValueError(f"need at least 2 documents for a train/eval split, got {n_docs}")
+    n_eval = min(max(1, math.ceil(eval_fraction * n_docs)), n_docs - 1)
+    order = np.random.default_rng(seed).permutation(n_docs)
+    dtype = np.dtype(np.uint16 if len(tokenizer) <= 2**16 else np.uint32)
+
+    splits = {}
+    for split, indices in (("train", order[n_eval:]), ("eval", order[:n_eval])):
+        stream = _token_stream(tokenizer, [documents[i] for i in indices], dtype)
+        n_rows = len(stream) // seq_len
+        if n_rows == 0:
+            raise ValueError(
+                f"{split} split has {len(stream)} tokens, fewer than seq_len={seq_len}: "
+                "no full sequence; use a larger corpus or a shorter seq_len"
+            )
+        splits[split] = stream[: n_rows * seq_len].reshape(n_rows, seq_len)
+        log.info(
+            "%s: %d documents, %d tokens -> %d sequences of %d (%d tail tokens dropped)",
+            split,
+            len(indices),
+            len(stream),
+            n_rows,
+            seq_len,
+            len(stream) - n_rows * seq_len,
+        )
+    return splits["train"], splits["eval"]
+
+
+def save_tokens(array: np.ndarray, path: str | os.PathLike) -> None:
+    """Save a token array as `.npy`, atomically."""
+    with _atomic_writer(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def load_tokens(path: str | os.PathLike, vocab_size: int | None = None) -> np.ndarray:
+    """Memory-map a token array, checking it is a non-empty 2-D integer array with ids < vocab_size.
+
+    Returns:
+        read-only memory map. # [n_sequences, seq_len]
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"token file {path} does not exist")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"token file {path} is corrupt or truncated: {error}") from error
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"token file {path} is not a single .npy array")
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"token file {path} holds a {array.ndim}-D {array.dtype} array, "
+            "expected 2-D integers [n_sequences, seq_len]"
+        )
+    if array.size == 0:
+        raise ValueError(f"token file {path} holds no tokens (shape {array.shape})")
+    if vocab_size is not None:
+        max_id, min_id = int(array.max()), int(array.min())
+        if max_id >= vocab_size or min_id < 0:
+            raise ValueError(
+                f"token file {path} has token ids in [{min_id}, {max_id}] but vocab size is "
+                f"{vocab_size}: tokens and tokenizer/model do not match"
+            )
+    return array

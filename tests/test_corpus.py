@@ -1,0 +1,230 @@
+"""Corpus sources, JSONL storage, document-level splits and token arrays, on real objects."""
+
+import math
+import re
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from bigram_subnetworks import corpus
+from bigram_subnetworks.tokenizer import train_bpe
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    return corpus.python_docs_documents()
+
+
+@pytest.fixture(scope="module")
+def bpe(docs):
+    return train_bpe(docs[:200], vocab_size=512)
+
+
+def marked_documents(docs: list[str], n: int) -> list[str]:
+    """`n` documents, each opening with a unique marker word, each longer than a 32-token row."""
+    return [f"zq{i}xz {docs[100 + i]}" for i in range(n)]
+
+
+def markers(tokenizer, array: np.ndarray) -> set[int]:
+    text = tokenizer.decode(array.reshape(-1).tolist())
+    return {int(m) for m in re.findall(r"zq(\d+)xz", text)}
+
+
+def test_python_docs_is_deterministic_english_and_large(docs):
+    corpus._python_docs.cache_clear()  # extract again, not from the in-process cache
+    assert corpus.python_docs_documents() == docs
+    provenance = corpus.python_docs_provenance()
+    assert provenance["documents"] == len(docs) > 1000
+    assert provenance["characters"] > 1_000_000
+    assert re.fullmatch(r"[0-9a-f]{64}", provenance["sha256"])
+    words = " ".join(docs).lower().split()
+    common = sum(word in {"the", "of", "a", "to", "is", "and", "in"} for word in words)
+    assert common / len(words) > 0.1
+    assert all(doc == doc.strip() and "\n\n\n" not in doc for doc in docs)
+    assert len(set(docs)) == len(docs)
+
+
+def test_local_documents_reads_files_and_directories(tmp_path):
+    root = tmp_path / "texts"
+    (root / "sub").mkdir(parents=True)
+    (root / "b.txt").write_text("second file\n\nwith a paragraph\n", encoding="utf-8")
+    (root / "sub" / "a.txt").write_text("nested ünïcode file", encoding="utf-8")
+    (root / "notes.md").write_text("not a text file")
+    (root / "empty.txt").write_text("  \n")
+    single = tmp_path / "single.text"
+    single.write_text("named explicitly", encoding="utf-8")
+    got = corpus.local_documents([single, root], cache_dir=str(tmp_path / "cache"))
+    assert [doc.strip() for doc in got] == [
+        "named explicitly",
+        "second file\n\nwith a paragraph",
+        "nested ünïcode file",
+    ]
+
+
+def test_local_documents_names_a_missing_path_or_empty_directory(tmp_path):
+    with pytest.raises(ValueError, match=r"nowhere.txt"):
+        corpus.local_documents([tmp_path / "nowhere.txt"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no \*.txt files found under .*empty"):
+        corpus.local_documents([tmp_path / "empty"])
+
+
+@pytest.fixture(scope="module")
+def parquet_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hf")
+    texts = ["first document", "", "second document", "third document"]
+    table = datasets.Dataset.from_dict({"text": texts, "id": list(range(len(texts)))})
+    (root / "data").mkdir()
+    table.to_parquet(str(root / "data" / "train-00000.parquet"))
+    return root
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_huggingface_documents_from_local_dataset_directory(parquet_dataset, tmp_path, streaming):
+    got = corpus.huggingface_documents(
+        str(parquet_dataset),
+        None,
+        split="train",
+        text_field="text",
+        max_documents=3,
+        streaming=streaming,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert got == ["first document", "second document"]  # the empty example is dropped
+
+
+def test_huggingface_documents_from_json_files(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    datasets.Dataset.from_dict({"body": ["one", "two", "three"]}).to_json(str(path))
+    got = corpus.huggingface_documents(
+        "json",
+        None,
+        split="train",
+        text_field="body",
+        max_documents=None,
+        data_files=str(path),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert got == ["one", "two", "three"]
+
+
+def test_huggingface_documents_names_a_missing_field(parquet_dataset, tmp_path):
+    with pytest.raises(KeyError, match="content"):
+        corpus.huggingface_documents(
+            str(parquet_dataset), None, "train", "content", 2, cache_dir=str(tmp_path / "cache")
+        )
+
+
+def test_documents_from_config_dispatches_on_source(docs):
+    assert corpus.documents_from_config({"source": "python_docs"}) == docs
+    with pytest.raises(ValueError, match="unknown source 'ftp'"):
+        corpus.documents_from_config({"source": "ftp"})
+
+
+def test_jsonl_round_trip_is_atomic(tmp_path):
+    documents = ['quotes " and \\ backslash', "new\nlines\n\nparagraph", "ünïcode ✓", "tab\tend"]
+    path = tmp_path / "out" / "documents.jsonl"
+    corpus.write_documents(documents, path)
+    assert corpus.read_documents(path) == documents
+    assert path.read_text(encoding="utf-8").count("\n") == len(documents)
+    assert [p.name for p in path.parent.iterdir()] == ["documents.jsonl"]
+
+
+@pytest.mark.parametrize("documents", [[], ["", "  \n"]])
+def test_empty_corpus_is_rejected(tmp_path, documents):
+    path = tmp_path / "documents.jsonl"
+    with pytest.raises(ValueError, match=r"corpus .* is empty"):
+        corpus.write_documents(documents, path)
+    assert not path.exists()
+    path.write_text('{"text": ""}\n')
+    with pytest.raises(ValueError, match=f"corpus {re.escape(str(path))} is empty"):
+        corpus.read_documents(path)
+
+
+def test_tokenize_documents_splits_by_document(docs, bpe):
+    documents = marked_documents(docs, 20)
+    train, evaluation = corpus.tokenize_documents(bpe, documents, 32, eval_fraction=0.2, seed=3)
+    assert train.ndim == evaluation.ndim == 2
+    assert train.shape[1] == evaluation.shape[1] == 32
+    assert train.dtype == evaluation.dtype == np.uint16
+    in_train, in_eval = markers(bpe, train), markers(bpe, evaluation)
+    assert len(in_eval) == math.ceil(0.2 * 20)
+    assert not in_train & in_eval
+    assert in_train | in_eval == set(range(20))
+    again = corpus.tokenize_documents(bpe, documents, 32, eval_fraction=0.2, seed=3)
+    assert np.array_equal(again[0], train) and np.array_equal(again[1], evaluation)
+    other_seed = corpus.tokenize_documents(bpe, documents, 32, eval_fraction=0.2, seed=4)
+    assert markers(bpe, other_seed[1]) != in_eval
+
+
+def test_tokenize_documents_separates_documents_with_eos(docs, bpe):
+    documents = marked_documents(docs, 10)
+    train, evaluation = corpus.tokenize_documents(bpe, documents, 16, eval_fraction=0.3, seed=0)
+    eos = bpe.eos_token_id
+    for array, n_docs in ((train, 7), (evaluation, 3)):
+        stream = array.reshape(-1)
+        assert (stream == eos).sum() in (n_docs - 1, n_docs)  # the last EOS may be in the tail
+        segments = np.split(stream, np.flatnonzero(stream == eos) + 1)[:-1]
+        decoded = [bpe.decode(segment[:-1].tolist()) for segment in segments]
+        assert set(decoded) <= set(documents)
+        assert len(set(decoded)) == len(decoded) >= n_docs - 1
+
+
+def test_tokenize_documents_uses_uint32_for_large_vocabularies():
+    vocab = {f"w{i}": i for i in range(70_000)}
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=word_level, eos_token="w69999")
+    documents = ["w1 w66000 w2 w3", "w68000 w4 w5 w6"]
+    train, evaluation = corpus.tokenize_documents(tok, documents, 5, eval_fraction=0.5, seed=0)
+    assert train.dtype == evaluation.dtype == np.uint32
+    assert sorted([train.tolist(), evaluation.tolist()]) == [
+        [[1, 66000, 2, 3, 69999]],
+        [[68000, 4, 5, 6, 69999]],
+    ]
+
+
+def test_tokenize_documents_errors(docs, bpe):
+    with pytest.raises(ValueError, match=r"train split has \d+ tokens.*seq_len=100000"):
+        corpus.tokenize_documents(bpe, docs[:4], 100_000, eval_fraction=0.25, seed=0)
+    with pytest.raises(ValueError, match="at least 2 documents"):
+        corpus.tokenize_documents(bpe, docs[:1], 8, eval_fraction=0.5, seed=0)
+    no_eos = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0}, "a")))
+    with pytest.raises(ValueError, match="no eos_token"):
+        corpus.tokenize_documents(no_eos, ["a", "a"], 1, eval_fraction=0.5, seed=0)
+
+
+def test_token_file_round_trip_is_memory_mapped(tmp_path):
+    tokens = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    path = tmp_path / "tokens" / "train.npy"
+    corpus.save_tokens(tokens, path)
+    assert [p.name for p in path.parent.iterdir()] == ["train.npy"]
+    loaded = corpus.load_tokens(path, vocab_size=12)
+    assert isinstance(loaded, np.memmap)
+    assert loaded.dtype == np.uint16 and np.array_equal(loaded, tokens)
+
+
+def test_load_tokens_rejects_bad_files(tmp_path):
+    path = tmp_path / "train.npy"
+    corpus.save_tokens(np.array([[1, 2], [3, 700]], dtype=np.uint16), path)
+    with pytest.raises(ValueError, match=r"700.*vocab size is 512"):
+        corpus.load_tokens(path, vocab_size=512)
+    truncated = tmp_path / "truncated.npy"
+    corpus.save_tokens(np.zeros((100, 128), dtype=np.uint16), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"truncated.npy"):
+        corpus.load_tokens(truncated)
+    flat = tmp_path / "flat.npy"
+    corpus.save_tokens(np.zeros(8, dtype=np.int64), flat)
+    with pytest.raises(ValueError, match=r"flat.npy holds a 1-D"):
+        corpus.load_tokens(flat)
+    floats = tmp_path / "floats.npy"
+    corpus.save_tokens(np.zeros((2, 2), dtype=np.float32), floats)
+    with pytest.raises(ValueError, match="expected 2-D integers"):
+        corpus.load_tokens(floats)
+    with pytest.raises(FileNotFoundError, match=r"missing.npy"):
+        corpus.load_tokens(tmp_path / "missing.npy")
