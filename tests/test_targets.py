@@ -34,6 +34,12 @@ def test_sparse_equals_dense_including_backoff_rows(arch):
     sparse = BigramTarget(bigrams).cross_entropy(logits, ids)
     dense = _dense_cross_entropy(logits, ids, bigrams)
     assert torch.isclose(sparse.double(), dense, rtol=1e-5)
+    # With the sequence-start context V in place of each sequence's first context.
+    contexts = ids.clone()
+    contexts[:, 0] = VOCAB
+    sparse = BigramTarget(bigrams).cross_entropy_given(logits, contexts)
+    dense = _dense_cross_entropy(logits, contexts, bigrams)
+    assert torch.isclose(sparse.double(), dense, rtol=1e-5)
 
 
 def test_dense_rows_helper_matches_probabilities():

@@ -11,6 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bigram_subnetworks.io import load_model
+from bigram_subnetworks.tokenizer import load_tokenizer
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.workflow
@@ -79,7 +82,10 @@ def test_run(tmp_path_factory):
 def test_every_output_exists(test_run):
     workdir, _ = test_run
     for model in ("neox-test", "gpt2-test"):
-        assert (workdir / f"results/models/{model}/checkpoints/step40/config.json").is_file()
+        checkpoint = workdir / f"results/models/{model}/checkpoints/step40"
+        # Each checkpoint carries its tokenizer, as a hub snapshot does.
+        assert len(load_tokenizer(checkpoint)) == 512
+        assert load_model(checkpoint).config.vocab_size == 512
         for lam in ("full", "empty", "10"):
             mask_dir = workdir / f"results/masks/{model}/step40/bigram/lam-{lam}"
             for name in (

@@ -152,16 +152,21 @@ class BigramModel:
         with np.errstate(divide="ignore"):
             return -np.log2(self.pair_probabilities(seqs[:, :-1], seqs[:, 1:]))
 
-    def smoothed_cross_entropy(self, sequences: np.ndarray, weight: float) -> float:
-        """Mean CE (nats) of tokens 1..T-1 under weight·P_MLE + (1-weight)·P_unigram.
+    def add_one_unigram(self) -> np.ndarray:
+        """Laplace-smoothed unigram probabilities: no held-out token gets probability zero."""
+        counts = self.counts.unigrams
+        return (counts + 1.0) / (counts.sum() + self.vocab_size)
 
-        The unsmoothed MLE assigns zero probability to unseen bigrams, so its held-out
-        cross-entropy is infinite; interpolation with unigrams gives a finite baseline.
+    def smoothed_cross_entropy(self, sequences: np.ndarray, weight: float) -> float:
+        """Mean CE (nats) of tokens 1..T-1 under weight·P_MLE + (1-weight)·P_add-one-unigram.
+
+        The unsmoothed MLE assigns zero probability to unseen bigrams (and tokens), so its
+        held-out cross-entropy is infinite; interpolation gives a finite baseline.
         """
         seqs = np.asarray(sequences, dtype=np.int64)
         contexts, nexts = seqs[:, :-1].ravel(), seqs[:, 1:].ravel()
         mle = self.pair_probabilities(contexts, nexts)
-        mixed = weight * mle + (1.0 - weight) * self.unigram[nexts]
+        mixed = weight * mle + (1.0 - weight) * self.add_one_unigram()[nexts]
         return float(-np.log(mixed).mean())
 
     def best_smoothed_cross_entropy(
@@ -175,16 +180,12 @@ class BigramModel:
         scores = [(self.smoothed_cross_entropy(sequences, w), w) for w in weights]
         return min(scores)
 
-    def unigram_cross_entropy(self, sequences: np.ndarray) -> float:
-        nexts = np.asarray(sequences, dtype=np.int64)[:, 1:].ravel()
-        with np.errstate(divide="ignore"):
-            return float(-np.log(self.unigram[nexts]).mean())
-
     def baselines(self, sequences: np.ndarray) -> dict[str, float]:
         """Held-out CE (nats) of the best interpolated bigram model and of the unigram model."""
         bigram_loss, weight = self.best_smoothed_cross_entropy(sequences)
+        nexts = np.asarray(sequences, dtype=np.int64)[:, 1:].ravel()
         return {
             "bigram_loss": bigram_loss,
             "bigram_weight": weight,
-            "unigram_loss": self.unigram_cross_entropy(sequences),
+            "unigram_loss": float(-np.log(self.add_one_unigram()[nexts]).mean()),
         }

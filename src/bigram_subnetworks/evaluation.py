@@ -122,12 +122,19 @@ def kept_by_block(model: nn.Module, mask: Mask, per_head: bool = False) -> pd.Da
     return table
 
 
+IDENTITY_COLUMNS = ["model", "arch", "revision", "step", "target", "lam", "lam_value"]
+LEADING_METRICS = ["n_kept", "n_total", "kept_fraction", "r_drop_inf", "r_clip_inf", "xent_bigram"]
+
+
 def _tidy(table: pd.DataFrame, archs: dict[str, str]) -> pd.DataFrame:
+    """Identity columns first (model … λ), rows in grid order."""
     table = table.assign(
         lam=table["lam"].astype(str),
         step=table["revision"].str.removeprefix("step").astype(int),
         arch=table["model"].map(archs),
     )
+    leading = IDENTITY_COLUMNS + [c for c in LEADING_METRICS if c in table.columns]
+    table = table[leading + [c for c in table.columns if c not in leading]]
     return table.sort_values(["model", "step", "target", "lam_value"], kind="stable")
 
 

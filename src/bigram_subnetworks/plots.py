@@ -90,10 +90,12 @@ def kept_by_layer(layers: pd.DataFrame) -> Figure:
                 )
                 bottom += pivot[block]
             ax.set_title(f"{model}, λ={lam}", fontsize=9)
+            ax.set_xticks(sorted(table["layer"].unique()))
             ax.set_xlabel("layer" if i == len(models) - 1 else "")
             ax.set_ylabel("kept weights" if j == 0 else "")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    figure.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
     return figure
 
 

@@ -71,9 +71,13 @@ def _neox_config(shape: ModelShape, vocab_size: int) -> GPTNeoXConfig:
 
 
 def _gpt2_config(shape: ModelShape, vocab_size: int) -> GPT2Config:
-    """GPT-2 with its default dropouts; its bos/eos default (50256) would lie outside a small
-    vocabulary, so they are unset."""
+    """GPT-2 without dropout: these tiny models underfit the corpus (as Pythia, trained without
+    dropout). Its bos/eos default (50256) would lie outside a small vocabulary, so they are
+    unset."""
     return GPT2Config(
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
         vocab_size=vocab_size,
         n_embd=shape.hidden_size,
         n_layer=shape.num_layers,

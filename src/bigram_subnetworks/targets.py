@@ -45,9 +45,14 @@ class BigramTarget:
         self.backoff = torch.as_tensor(bigrams.backoff_row(), dtype=torch.float32, device=device)
 
     def cross_entropy(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Position t is trained towards P(· | w_t), the last position included (§3)."""
+        return self.cross_entropy_given(logits, input_ids)
+
+    def cross_entropy_given(self, logits: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """CE against the rows of explicit contexts; V is the sequence-start context."""
         log_q = F.log_softmax(truncate_logits(logits, self.vocab_size).float(), dim=-1)
         log_q = log_q.reshape(-1, self.vocab_size)
-        contexts = input_ids.reshape(-1)
+        contexts = contexts.reshape(-1)
         seen = self.seen[contexts]
         # Seen contexts: gather the nonzero entries of each context's row.
         positions = torch.nonzero(seen).squeeze(1)
