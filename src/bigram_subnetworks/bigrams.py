@@ -14,10 +14,11 @@ import logging
 import os
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+from .atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,16 @@ class BigramCounts:
         return cls(pairs=pairs, unigrams=unigrams)
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(
-            tmp,
-            format_version=FORMAT_VERSION,
-            data=self.pairs.data,
-            indices=self.pairs.indices,
-            indptr=self.pairs.indptr,
-            shape=np.array(self.pairs.shape),
-            unigrams=self.unigrams,
-        )
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                format_version=FORMAT_VERSION,
+                data=self.pairs.data,
+                indices=self.pairs.indices,
+                indptr=self.pairs.indptr,
+                shape=np.array(self.pairs.shape),
+                unigrams=self.unigrams,
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BigramCounts:

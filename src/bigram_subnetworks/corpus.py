@@ -19,13 +19,13 @@ import os
 import platform
 import re
 import sysconfig
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+
+from .atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -244,27 +244,11 @@ def documents_from_config(corpus: Mapping[str, Any]) -> list[str]:
     raise ValueError(f"corpus.source: unknown source {source!r}")
 
 
-@contextmanager
-def _atomic_writer(path: str | os.PathLike, mode: str) -> Iterator[IO[Any]]:
-    """Write to a temp file beside `path`, then rename it into place: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_documents(documents: Sequence[str], path: str | os.PathLike) -> None:
     """Write a corpus as JSON Lines, one `{"text": ...}` per document, atomically."""
     if not any(doc.strip() for doc in documents):
         raise ValueError(f"corpus to write to {path} is empty: no non-empty documents")
-    with _atomic_writer(path, "w") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for doc in documents:
             handle.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
     log.info("wrote %d documents to %s", len(documents), path)
@@ -351,7 +335,7 @@ def tokenize_documents(
 
 def save_tokens(array: np.ndarray, path: str | os.PathLike) -> None:
     """Save a token array as `.npy`, atomically."""
-    with _atomic_writer(path, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
 
 

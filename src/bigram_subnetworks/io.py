@@ -20,13 +20,12 @@ from typing import Any
 import pandas as pd
 
 from . import __version__
+from .atomic import atomic_path
 
 
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -38,10 +37,8 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Tidy TSV, written atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, sep="\t", index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
 
 
 def load_model(directory: str | os.PathLike, device: str | None = None):

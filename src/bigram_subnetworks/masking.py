@@ -14,13 +14,14 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call
+
+from .atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,10 @@ class Mask:
 
     def save(self, path: str | os.PathLike, meta: Mapping | None = None) -> None:
         """Write safetensors atomically; ``meta`` (JSON) is stored in the file header too."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        header = {"meta": json.dumps(meta, sort_keys=True)} if meta else None
-        save_file({n: t.contiguous() for n, t in self.tensors.items()}, str(tmp), metadata=header)
-        os.replace(tmp, path)
+        header = {"meta": json.dumps(meta, sort_keys=True, default=str)} if meta else None
+        tensors = {n: t.contiguous() for n, t in self.tensors.items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=header)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Mask:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import matplotlib
 
@@ -15,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .architectures import BLOCKS
+from .atomic import atomic_path
 
 ARCH_TITLES = {"gpt_neox": "GPT-NeoX (Pythia architecture)", "gpt2": "GPT-2"}
 BLOCK_COLORS = dict(
@@ -25,10 +25,8 @@ BLOCK_COLORS = dict(
 def save_figure(figure: Figure, *paths: str | os.PathLike) -> None:
     """Write the figure to every path (format from the suffix), atomically."""
     for path in paths:
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        figure.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=150, bbox_inches="tight")
     plt.close(figure)
 
 

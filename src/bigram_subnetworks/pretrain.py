@@ -7,13 +7,11 @@ tiny models of the same two architectures here and saves checkpoints at log-spac
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,9 @@ from transformers import (
     GPTNeoXForCausalLM,
     PreTrainedModel,
 )
+
+from .atomic import atomic_path
+from .runtime import autocast, default_device, seeded_batches
 
 log = logging.getLogger(__name__)
 
@@ -158,29 +159,9 @@ def learning_rate(step: int, cfg: PretrainConfig) -> float:
     return cfg.learning_rate * (MIN_LR_FRACTION + (1.0 - MIN_LR_FRACTION) * cosine)
 
 
-def _batches(tokens: np.ndarray, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless batches in a seeded order, reshuffled each epoch (seeded by seed and epoch);
-    the incomplete last batch of an epoch is dropped."""
-    if len(tokens) < batch_size:
-        raise ValueError(f"{len(tokens)} training sequences are fewer than a batch ({batch_size})")
-    epoch = 0
-    while True:
-        order = np.random.default_rng([seed, epoch]).permutation(len(tokens))
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            batch = tokens[np.sort(order[start : start + batch_size])]
-            yield torch.from_numpy(np.asarray(batch, dtype=np.int64))
-        epoch += 1
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _next_token_xent(model: PreTrainedModel, ids: torch.Tensor, reduction: str) -> torch.Tensor:
     """Cross-entropy (nats) of every position's prediction of the following token."""
-    with _autocast(ids.device):
+    with autocast(ids.device):
         logits = model(input_ids=ids).logits
     return F.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction=reduction
@@ -276,13 +257,13 @@ def pretrain(
     """Train ``model`` in place, calling ``save_checkpoint(step, model)`` at every checkpoint step
     (0 = before any update). Returns one history row per evaluation: every ``eval_every`` steps
     and at every checkpoint step. Deterministic on CPU for a given seed."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     _check_tokens("train_tokens", train_tokens, model)
     _check_tokens("eval_tokens", eval_tokens, model)
     model.to(device)
     torch.manual_seed(cfg.seed)  # GPT-2's dropout draws from the global generator
     optimizer = _optimizer(model, cfg)
-    batches = _batches(train_tokens, cfg.batch_size, cfg.seed)
+    batches = seeded_batches(train_tokens, cfg.batch_size, cfg.seed)
     eval_set, checkpoints = eval_tokens[: cfg.eval_sequences], set(cfg.checkpoint_steps)
     since_eval, since_log, rows, last_eval = _Window(), _Window(), [], math.nan
     for step in range(cfg.steps + 1):
@@ -314,20 +295,11 @@ def pretrain(
 def save_checkpoint_dir(
     model: PreTrainedModel, directory: str | os.PathLike, tokenizer=None
 ) -> None:
-    """``save_pretrained`` (model, and tokenizer if given) into a temporary sibling, then rename
-    into place, so a killed job never leaves a complete-looking checkpoint."""
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    """``save_pretrained`` (model, and tokenizer if given), written atomically."""
+    with atomic_path(directory) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def configs_from_dict(arch: str, settings: dict) -> tuple[ModelShape, PretrainConfig]:

@@ -8,11 +8,9 @@ mask is s > 0. Pure: no file I/O — callers save the returned mask and history.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +21,7 @@ from torch import nn
 from .architectures import maskable_parameters
 from .config import SENTINELS
 from .masking import ContinuousSparsification, Mask, masked_forward
+from .runtime import autocast, default_device, seeded_batches
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -116,24 +115,6 @@ def is_stable(
     return True, "stable"
 
 
-def _batches(tokens: np.ndarray, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Endless batches of sequences in a seeded order, reshuffled each epoch."""
-    if len(tokens) < batch_size:
-        raise ValueError(f"{len(tokens)} training sequences are fewer than a batch ({batch_size})")
-    epoch = 0
-    while True:
-        order = np.random.default_rng([seed, epoch]).permutation(len(tokens))
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield np.asarray(tokens[np.sort(order[start : start + batch_size])], dtype=np.int64)
-        epoch += 1
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _step(model, cs, target, optimizer, batch, cfg, device) -> tuple[float, float]:
     """One optimizer step. Soft masks are computed once and shared by every micro-batch: each
     micro-batch backpropagates into detached copies, then one backward carries their gradients
@@ -142,8 +123,8 @@ def _step(model, cs, target, optimizer, batch, cfg, device) -> tuple[float, floa
     soft = cs.soft()
     leaves = {name: m.detach().requires_grad_() for name, m in soft.items()}
     xent = 0.0
-    for micro in torch.from_numpy(batch).to(device).split(cfg.micro_batch):
-        with _autocast(device):
+    for micro in batch.to(device).split(cfg.micro_batch):
+        with autocast(device):
             logits = masked_forward(model, leaves, input_ids=micro).logits
         loss = target.cross_entropy(logits, micro) / cfg.grad_accum
         loss.backward()
@@ -169,7 +150,7 @@ def train_attempt(
     optimizer = torch.optim.AdamW(
         cs.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
-    batches = _batches(tokens, cfg.batch_size, seed=cfg.seed * 1000 + attempt)
+    batches = seeded_batches(tokens, cfg.batch_size, seed=cfg.seed * 1000 + attempt)
     rows = []
     for step in range(1, cfg.max_steps + 1):
         started = time.perf_counter()
@@ -240,7 +221,7 @@ def train_mask(
     If every attempt is unstable (the reference then keeps all of them), the one with the lowest
     final loss is returned and marked unstable.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
