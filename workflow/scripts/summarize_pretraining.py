@@ -1,5 +1,7 @@
 """Eval loss of every pretrained model over training, beside bigram and unigram baselines."""
 
+import logging
+
 import pandas as pd
 
 from bigram_subnetworks import corpus, io, logs
@@ -17,5 +19,9 @@ for model, history, tokens, counts in zip(
     bigrams = BigramModel(BigramCounts.load(counts))
     sequences = corpus.load_tokens(tokens)[: snakemake.params.eval_sequences[model]]
     baselines = bigrams.baselines(sequences)
-    tables.append(pd.read_csv(history, sep="\t").assign(model=model, **baselines))
+    table = pd.read_csv(history, sep="\t").assign(model=model, **baselines)
+    tables.append(table.assign(beats_bigram=table["eval_loss"] < table["bigram_loss"]))
+    final = table.iloc[-1]
+    logging.info("%s: final eval loss %.3f, smoothed bigram %.3f, unigram %.3f", model,
+                 final["eval_loss"], final["bigram_loss"], final["unigram_loss"])  # fmt: skip
 io.write_table(pd.concat(tables, ignore_index=True), snakemake.output.table)
