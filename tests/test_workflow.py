@@ -50,8 +50,8 @@ def test_snakefmt_and_ruff_are_clean():
 
 def test_default_dag():
     counts = job_counts(snakemake("-n").stdout)
-    # 2 models × (5 λ + full + empty) at the final checkpoint.
-    assert counts["train_mask"] == counts["evaluate_mask"] == 14
+    # 2 models × (4 λ + full + empty) at the final checkpoint.
+    assert counts["train_mask"] == counts["evaluate_mask"] == 12
     assert counts["pretrain"] == 2 and counts["corpus"] == counts["tokenize"] == 1
 
 
