@@ -18,7 +18,7 @@ def _dense_cross_entropy(logits, ids, bigrams):
     probs = bigrams.probs.toarray()
     dense = np.where(bigrams.seen[:, None], probs, bigrams.backoff_row()[None, :])
     target = torch.from_numpy(dense[ids.numpy()])
-    log_q = F.log_softmax(logits.double(), dim=-1)
+    log_q = F.log_softmax(logits.double(), dim=-1)  # float64, as the reference
     return -(target * log_q).sum(-1).mean()
 
 
@@ -70,3 +70,15 @@ def test_truncation_drops_padded_logit_columns():
         assert "10 logits for a 11-token vocabulary" in str(err)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_sparse_gradient_equals_dense_gradient(arch):
+    rng = np.random.default_rng(2)
+    bigrams = BigramModel(BigramCounts.count(rng.integers(0, 48, size=(64, 16)), VOCAB))
+    ids = torch.from_numpy(rng.integers(0, VOCAB, size=(4, 16)))
+    logits = make_tiny_model(arch)(input_ids=ids).logits.detach()
+    sparse_logits = logits.clone().requires_grad_()
+    BigramTarget(bigrams).cross_entropy(sparse_logits, ids).backward()
+    dense_logits = logits.double().requires_grad_()
+    _dense_cross_entropy(dense_logits, ids, bigrams).backward()
+    torch.testing.assert_close(sparse_logits.grad.double(), dense_logits.grad, rtol=1e-5, atol=1e-9)

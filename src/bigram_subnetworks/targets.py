@@ -43,6 +43,7 @@ class BigramTarget:
         self.values = torch.as_tensor(probs.data, dtype=torch.float32, device=device)
         self.seen = torch.as_tensor(bigrams.seen, device=device)
         self.backoff = torch.as_tensor(bigrams.backoff_row(), dtype=torch.float32, device=device)
+        self._scratch = torch.empty(0, device=device)  # reused [positions, V] backward buffer
 
     def cross_entropy(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Position t is trained towards P(· | w_t), the last position included (§3)."""
@@ -50,33 +51,55 @@ class BigramTarget:
 
     def cross_entropy_given(self, logits: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
         """CE against the rows of explicit contexts; V is the sequence-start context."""
-        log_q = F.log_softmax(truncate_logits(logits, self.vocab_size).float(), dim=-1)
-        log_q = log_q.reshape(-1, self.vocab_size)
-        contexts = contexts.reshape(-1)
-        seen = self.seen[contexts]
-        # Seen contexts: gather the nonzero entries of each context's row.
-        positions = torch.nonzero(seen).squeeze(1)
-        starts = self.row_ptr[contexts[positions]]
-        lengths = self.row_ptr[contexts[positions] + 1] - starts
-        entry_pos = torch.repeat_interleave(positions, lengths)
-        offsets = torch.cumsum(lengths, 0) - lengths
-        within = torch.arange(entry_pos.numel(), device=logits.device)
-        within = within - torch.repeat_interleave(offsets, lengths)
-        entries = torch.repeat_interleave(starts, lengths) + within
-        seen_loss = (self.values[entries] * log_q[entry_pos, self.columns[entries]]).sum()
-        # Unseen contexts back off to one shared dense row.
-        unseen_loss = (log_q[~seen] @ self.backoff).sum()
-        return -(seen_loss + unseen_loss) / contexts.numel()
+        z = truncate_logits(logits, self.vocab_size).float().reshape(-1, self.vocab_size)
+        unique, inverse = torch.unique(contexts.reshape(-1), return_inverse=True)
+        if self._scratch.shape != z.shape:
+            self._scratch = torch.empty_like(z)
+        return _SoftTargetCrossEntropy.apply(z, inverse, self.dense_rows(unique), self._scratch)
 
     def dense_rows(self, contexts: torch.Tensor) -> torch.Tensor:
-        """The full [n, V] target for some contexts (tests and small analyses only)."""
-        out = self.backoff.expand(contexts.numel(), -1).clone()
-        for i, u in enumerate(contexts.reshape(-1).tolist()):
-            if self.seen[u]:
-                start, end = int(self.row_ptr[u]), int(self.row_ptr[u + 1])
-                out[i] = 0.0
-                out[i, self.columns[start:end]] = self.values[start:end]
+        """The full [n, V] target of each context: its CSR row, or the backoff row if unseen."""
+        contexts = contexts.reshape(-1)
+        seen = self.seen[contexts]
+        out = torch.zeros(contexts.numel(), self.vocab_size, device=self.values.device)
+        out[~seen] = self.backoff
+        rows = torch.nonzero(seen).squeeze(1)
+        starts = self.row_ptr[contexts[rows]]
+        lengths = self.row_ptr[contexts[rows] + 1] - starts
+        row_of_entry = torch.repeat_interleave(rows, lengths)
+        offsets = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        entries = torch.repeat_interleave(starts, lengths) + (
+            torch.arange(row_of_entry.numel(), device=out.device) - offsets
+        )
+        out[row_of_entry, self.columns[entries]] = self.values[entries]
         return out
+
+
+class _SoftTargetCrossEntropy(torch.autograd.Function):
+    """mean_n −Σ_v T[u_n, v] log softmax(z_n)_v, with T[u] the target row of context u_n.
+
+    The target is needed once per distinct context (frequent tokens repeat many times in a
+    batch): the forward sums the log-probabilities of the positions sharing a context before the
+    dot product, and the backward is softmax(z) − T[u_n], as for a one-hot cross-entropy. The
+    backward turns the saved log-probabilities into the gradient in place and gathers the target
+    rows into a reused buffer: large fresh allocations (page faults) cost as much as the math.
+    """
+
+    @staticmethod
+    def forward(ctx, z, inverse, rows, scratch):
+        log_q = torch.log_softmax(z, dim=-1)
+        summed = torch.zeros_like(rows).index_add_(0, inverse, log_q)
+        ctx.save_for_backward(log_q, inverse, rows, scratch)
+        return -(rows * summed).sum() / z.shape[0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        log_q, inverse, rows, scratch = ctx.saved_tensors
+        dz = log_q.exp_()  # log_q is not needed again: reuse its memory for the gradient
+        dz -= torch.index_select(rows, 0, inverse, out=scratch)
+        dz *= grad / dz.shape[0]
+        return dz, None, None, None
 
 
 class TeacherTarget:
