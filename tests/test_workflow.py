@@ -49,7 +49,7 @@ def test_snakefmt_and_ruff_are_clean():
 
 
 def test_default_dag():
-    counts = job_counts(snakemake("-n").stdout)
+    counts = job_counts(snakemake("-n", "--forceall").stdout)
     # 2 models × (4 λ + full + empty) at the final checkpoint.
     assert counts["train_mask"] == counts["evaluate_mask"] == 12
     assert counts["pretrain"] == 2 and counts["corpus"] == counts["tokenize"] == 1
@@ -57,7 +57,7 @@ def test_default_dag():
 
 def test_test_config_replaces_the_default_grid():
     """`--configfile` merges over config.yaml: lists must replace, so no default model leaks in."""
-    output = snakemake("-n", "--configfile", ".test/config.yaml").stdout
+    output = snakemake("-n", "--forceall", "--configfile", ".test/config.yaml").stdout
     counts = job_counts(output)
     assert counts["pretrain"] == 2 and counts["train_mask"] == 6
     assert "pythia-tiny" not in output and "neox-test" in output
