@@ -30,18 +30,23 @@ def main() -> None:
     bigrams = BigramModel(BigramCounts.count(tokens, VOCAB))
     target = BigramTarget(bigrams, device=CPU)
     batch = tokens[:BATCH].astype(np.int64)
+    ids = torch.from_numpy(batch)
     model = tiny_neox(VOCAB).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     cs = ContinuousSparsification(maskable_parameters(model))
     optimizer = torch.optim.AdamW(cs.parameters(), lr=5e-5, weight_decay=0.01)
     cfg = mask_config(BATCH)
-    lengths = np.diff(bigrams.probs.indptr)[batch.ravel()]
-    log.info("batch: %d positions gather %d sparse target entries", batch.size, lengths.sum())
+    lengths = np.diff(bigrams.probs.indptr)
+    distinct = np.unique(batch)
+    log.info(
+        "batch: %d positions (%d target entries), %d distinct contexts (%d target entries)",
+        batch.size, lengths[batch.ravel()].sum(), distinct.size, lengths[distinct].sum(),
+    )  # fmt: skip
     for _ in range(2):
-        _step(model, cs, target, optimizer, batch, cfg, CPU)
+        _step(model, cs, target, optimizer, ids, cfg, CPU)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        _step(model, cs, target, optimizer, batch, cfg, CPU)
+        _step(model, cs, target, optimizer, ids, cfg, CPU)
     events = prof.key_averages()
     print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40))
     total = sum(e.self_cpu_time_total for e in events)
