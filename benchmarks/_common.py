@@ -59,20 +59,9 @@ def zipf_tokens(n_tokens: int, vocab_size: int, seed: int = 0, exponent: float =
 
 def tiny_neox(vocab_size: int, seed: int = 0):
     """Random GPT-NeoX: hidden 256, 4 layers, 4 heads, intermediate 1024, untied unembedding."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from bigram_subnetworks.pretrain import ModelShape, build_model
 
-    torch.manual_seed(seed)
-    config = GPTNeoXConfig(
-        vocab_size=vocab_size,
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=1024,
-        max_position_embeddings=256,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-    )
-    return GPTNeoXForCausalLM(config)
+    return build_model(ModelShape("gpt_neox", 256, 4, 4, 1024, 256), vocab_size, seed)
 
 
 def interleaved(

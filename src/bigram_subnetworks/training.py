@@ -219,7 +219,8 @@ def train_mask(
     """Train a mask with up to ``cfg.attempts`` tries; keep the first stable one.
 
     If every attempt is unstable (the reference then keeps all of them), the one with the lowest
-    final loss is returned and marked unstable.
+    final loss is returned and marked unstable. The model is frozen (``requires_grad=False``) and
+    put in eval mode (no dropout), and stays so: only the scores are trained.
     """
     device = default_device(device)
     model.to(device).eval()
