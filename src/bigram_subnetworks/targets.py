@@ -90,7 +90,7 @@ class _SoftTargetCrossEntropy(torch.autograd.Function):
         log_q = torch.log_softmax(z, dim=-1)
         summed = torch.zeros_like(rows).index_add_(0, inverse, log_q)
         ctx.save_for_backward(log_q, inverse, rows, scratch)
-        return -(rows * summed).sum() / z.shape[0]
+        return -torch.vdot(rows.flatten(), summed.flatten()) / z.shape[0]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
