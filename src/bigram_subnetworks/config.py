@@ -157,7 +157,3 @@ class Grid:
     def mask_training(self, lam: str) -> dict[str, Any]:
         """Keyword arguments of `MaskTrainingConfig` for one λ label."""
         return {**self.config["mask_training"], "lam": self.lambda_value(lam)}
-
-    @staticmethod
-    def is_sentinel(label: str) -> bool:
-        return label in SENTINELS
