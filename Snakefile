@@ -1,5 +1,6 @@
 # Bigram subnetworks (Chang & Bergen, NeurIPS 2025), end to end:
-# corpus → tokenizer → tokens → bigram counts → models → masks → metrics → tables → figures.
+# corpus → tokenizer → tokens → bigram counts → models → masks → metrics, overlap, ablation →
+# tables → figures.
 # Outputs land under results/ (see README for the layout); logs under logs/.
 from snakemake.utils import min_version
 
@@ -13,6 +14,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/masks.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -7,6 +7,7 @@ from bigram_subnetworks.architectures import (
     block_slices,
     iter_blocks,
     maskable_parameters,
+    model_unit_blocks,
     spec_for,
 )
 
@@ -94,3 +95,52 @@ def test_gpt2_qkv_labels_are_column_thirds():
         cols = range(weight.shape[1])[piece.cols]
         third = {"attn_q": 0, "attn_k": 1, "attn_v": 2}[piece.block]
         assert cols.start == third * hidden + piece.head * (hidden // 4)
+
+
+def test_unit_blocks_tile_every_matrix_and_agree_with_block_slices(arch):
+    """Every stored entry is in exactly one unit block; each head's run of the unit view holds
+    exactly the entries `block_slices` labels with that block and head."""
+    model = make_tiny_model(arch)
+    spec = spec_for(model)
+    seen = {}
+    for block in model_unit_blocks(model):
+        numel = block.shape[0] * block.shape[1]
+        index = torch.arange(numel).view(block.shape)
+        view = block.view(index)  # [units, inputs] of flat stored positions
+        assert tuple(view.shape) == block.view_shape
+        seen.setdefault(block.name, []).append(view.flatten())
+        pieces = [
+            p for p in block_slices(spec, block.name, torch.Size(block.shape), 4)
+            if p.block == block.block
+        ]  # fmt: skip
+        if block.head_axis is None:
+            assert len(pieces) == 1 and set(view.flatten().tolist()) == set(range(numel))
+            continue
+        for piece in pieces:
+            run = view.shape[block.head_axis] // block.num_heads
+            mine = view.narrow(block.head_axis, piece.head * run, run)
+            labelled = index[piece.rows, piece.cols].flatten().tolist()
+            assert set(mine.flatten().tolist()) == set(labelled)
+    for name, parts in seen.items():
+        flat = torch.cat(parts).sort().values
+        assert torch.equal(flat, torch.arange(model.get_parameter(name).numel()))
+
+
+def test_unit_views_put_output_units_on_rows(arch):
+    """Row i of a unit view is what output unit i computes from: for GPT-2's Conv1D (in, out)
+    the transpose, for GPT-NeoX's Linear (out, in) the weight itself; q/k/v have hidden units."""
+    model = make_tiny_model(arch)
+    hidden = model.config.hidden_size
+    for block in model_unit_blocks(model):
+        weight = model.get_parameter(block.name)
+        units = {"mlp_in": 64, "mlp_out": hidden}.get(block.block, hidden)
+        assert block.view_shape[0] == units
+        if block.block.startswith("mlp") or block.block == "attn_o":
+            expected = weight.T if arch == "gpt2" else weight
+            assert torch.equal(block.view(weight), expected)
+        # No copy wherever the block is one slice of the stored tensor (all but NeoX q/k/v).
+        shares = block.view(weight).untyped_storage().data_ptr() == (
+            weight.untyped_storage().data_ptr()
+        )
+        assert shares == (len(block.rows) == len(block.cols) == 1)
+        assert shares or (arch == "gpt_neox" and block.block in ("attn_q", "attn_k", "attn_v"))

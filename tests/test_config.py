@@ -77,13 +77,113 @@ def test_grid_enumerates_final_and_intermediate_masks(config):
     config["bigram_masks"] = {"final": ["full", "10"], "intermediate": ["1"]}
     config["models"] = config["models"][:1]
     config["models"][0]["pretrain"]["checkpoints"] = [0, 300, 1500]
+    config["optimal_masks"]["models"] = []
+    config["overlap"]["pairs"] = []
+    config["ablation"]["runs"] = []
+    config["residual_stream"]["runs"] = [{"model": "pythia-tiny", "lam": "1"}]
     grid = Grid(config)
+    assert [job.revision for job in grid.lens_jobs()] == ["step0", "step300", "step1500"]
     assert grid.revisions("pythia-tiny") == ["step0", "step300", "step1500"]
     assert grid.mask_jobs() == [
-        MaskJob("pythia-tiny", "step0", "bigram", "1"),
-        MaskJob("pythia-tiny", "step300", "bigram", "1"),
-        MaskJob("pythia-tiny", "step1500", "bigram", "full"),
-        MaskJob("pythia-tiny", "step1500", "bigram", "10"),
+        MaskJob("pythia-tiny", "step0", "bigram", "1", 0),
+        MaskJob("pythia-tiny", "step300", "bigram", "1", 0),
+        MaskJob("pythia-tiny", "step1500", "bigram", "full", 0),
+        MaskJob("pythia-tiny", "step1500", "bigram", "10", 0),
     ]
-    assert grid.mask_training("full")["lam"] == float("-inf")
-    assert grid.mask_training("10")["lam"] == 10.0
+    assert grid.mask_training("full", 0)["lam"] == float("-inf")
+    assert grid.mask_training("10", "3") == {
+        **{k: v for k, v in config["mask_training"].items() if k != "seeds"},
+        "lam": 10.0,
+        "seed": 3,
+    }
+
+
+def test_grid_with_optimal_masks_and_seeds(config):
+    config["models"] = config["models"][:1]
+    config["bigram_masks"] = {"final": ["full", "10"], "intermediate": []}
+    config["optimal_masks"]["models"] = ["pythia-tiny"]
+    config["optimal_masks"]["final"] = ["100"]
+    config["optimal_masks"]["size_matched"]["bigram"] = ["10"]
+    config["mask_training"]["seeds"] = [0, 7]
+    config["overlap"]["pairs"] = [{"model": "pythia-tiny", "bigram": "10", "optimal": "match-10"}]
+    config["ablation"]["runs"] = [{"model": "pythia-tiny", "target": "optimal", "lam": "100"}]
+    config["residual_stream"].update(
+        runs=[{"model": "pythia-tiny", "lam": "10"}], checkpoints="final"
+    )
+    validate_config(config, SCHEMA)
+    grid = Grid(config)
+    # Sentinels do not depend on the seed: made once.
+    assert grid.mask_jobs() == [
+        MaskJob("pythia-tiny", "step600", "bigram", "full", 0),
+        MaskJob("pythia-tiny", "step600", "bigram", "10", 0),
+        MaskJob("pythia-tiny", "step600", "bigram", "10", 7),
+        MaskJob("pythia-tiny", "step600", "optimal", "100", 0),
+        MaskJob("pythia-tiny", "step600", "optimal", "100", 7),
+        MaskJob("pythia-tiny", "step600", "optimal", "match-10", 0),
+        MaskJob("pythia-tiny", "step600", "optimal", "match-10", 7),
+    ]
+    assert [(j.optimal, j.seed) for j in grid.overlap_jobs()] == [("match-10", 0), ("match-10", 7)]
+    assert [(j.target, j.lam, j.seed) for j in grid.ablation_jobs()] == [
+        ("optimal", "100", 0),
+        ("optimal", "100", 7),
+    ]
+    assert [(j.revision, j.seed) for j in grid.lens_jobs()] == [("step600", 0), ("step600", 7)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: c["optimal_masks"].update(models=["nope"]),
+            "optimal_masks.models: 'nope' is not in models",
+        ),
+        (
+            lambda c: c["optimal_masks"].update(final=["full"]),
+            "optimal_masks.final: 'full' does not depend on the target",
+        ),
+        (
+            lambda c: c["optimal_masks"]["size_matched"].update(bigram=["1000"]),
+            "optimal_masks.size_matched.bigram: '1000' is not a trained λ label",
+        ),
+        (
+            lambda c: c["optimal_masks"]["size_matched"].update(bracket=[10, 1]),
+            "optimal_masks.size_matched.bracket: [10, 1] must be increasing",
+        ),
+        (
+            lambda c: c["overlap"]["pairs"][0].update(optimal="match-100"),
+            "overlap.pairs.0.optimal: 'match-100' is not an optimal λ label",
+        ),
+        (
+            lambda c: c["overlap"]["pairs"][0].update(bigram="empty"),
+            "overlap.pairs.0.bigram: 'empty' is not a trained bigram λ label",
+        ),
+        (
+            lambda c: c["ablation"]["runs"][0].update(lam="5"),
+            "ablation.runs.0.lam: '5' is not a trained bigram λ label",
+        ),
+        (
+            lambda c: c["overlap"].update(null_model="columns"),
+            "overlap.null_model: 'columns' is not one of ['rows', 'entries']",
+        ),
+        (
+            lambda c: c["mask_training"].update(seeds=[]),
+            "mask_training.seeds: [] should be non-empty",
+        ),
+        (
+            lambda c: c["bigram_masks"].update(intermediate=[]),
+            "residual_stream.runs.0.lam: '10' is not in bigram_masks.intermediate, but "
+            "residual_stream.checkpoints is 'all'",
+        ),
+        (
+            lambda c: c["residual_stream"]["runs"].append({"model": "x", "lam": "10"}),
+            "residual_stream.runs.2.model: 'x' is not in models",
+        ),
+        (
+            lambda c: c["lambdas"].append({"label": "match-x", "value": 1}),
+            "lambdas: the prefix 'match-' of 'match-x' is reserved",
+        ),
+    ],
+)
+def test_analysis_config_errors_are_named(config, change, message):
+    change(config)
+    assert message in _error(config)

@@ -1,21 +1,32 @@
 """Evaluation metrics on tiny real models, and the figures rendered from tidy tables."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 import torch
 
 from bigram_subnetworks import plots
 from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.evaluation import (
+    ABLATION_CONDITIONS,
+    IDENTITY_COLUMNS,
+    ablation,
+    ablation_masks,
     bigram_correlations,
     collect_tables,
     evaluate_mask,
+    generations,
     kept_by_block,
     run_model,
+    summarize_seeds,
 )
 from bigram_subnetworks.masking import Mask
+from bigram_subnetworks.pretrain import save_checkpoint_dir
+from bigram_subnetworks.tokenizer import load_tokenizer, train_bpe
 
 from conftest import VOCAB, make_tiny_model
 
@@ -57,43 +68,55 @@ def test_full_mask_metrics_and_block_counts(arch, random_tokens):
 
 def _tables():
     metrics, layers = [], []
-    for model in ("a", "b"):
-        for lam, value, kept in (("full", float("-inf"), 100), ("1", 1.0, 40), ("10", 10.0, 8)):
-            for revision in ("step0", "step10"):
-                identity = {
-                    "model": model,
-                    "revision": revision,
-                    "target": "bigram",
-                    "lam": lam,
-                    "lam_value": value,
-                }
-                metrics.append(
-                    {**identity, "n_kept": kept, "r_drop_inf": 0.5 + kept / 400, "r_clip_inf": 0.4}
-                )
-                layers.append(
-                    pd.DataFrame(
-                        {
-                            "layer": [0, 0, 1, 1],
-                            "block": ["mlp_in", "attn_q"] * 2,
-                            "n_kept": [kept, 1, 2, 3],
-                            "n_total": [100] * 4,
-                        }
-                    ).assign(**identity)
-                )
+    grid = [("full", float("-inf"), 100), ("1", 1.0, 40), ("10", 10.0, 8)]
+    for model, target, (lam, value, kept), revision, seed in itertools.product(
+        ("a", "b"), ("bigram", "optimal"), grid, ("step0", "step10"), (0, 1)
+    ):
+        identity = {
+            "model": model,
+            "revision": revision,
+            "target": target,
+            "lam": lam,
+            "lam_value": value,
+            "seed": seed,
+        }
+        r = 0.5 + kept / 400 + seed / 100
+        metrics.append({**identity, "n_kept": kept, "r_drop_inf": r, "r_clip_inf": 0.4})
+        blocks = {"layer": [0, 0, 1, 1], "block": ["mlp_in", "attn_q"] * 2}
+        counts = {"n_kept": [kept, 1, 2, 3], "n_total": [100] * 4}
+        layers.append(pd.DataFrame({**blocks, **counts}).assign(**identity))
     return collect_tables(metrics, layers, {"a": "gpt_neox", "b": "gpt2"})
 
 
 def test_collected_tables_are_tidy():
-    metrics, layers = _tables()
-    assert len(metrics) == 12 and len(layers) == 48
-    assert metrics["step"].tolist()[:3] == [0, 0, 0]
-    assert metrics.groupby(["model", "step"])["lam"].apply(list).iloc[0] == ["full", "1", "10"]
+    metrics, summary, layers = _tables()
+    assert len(metrics) == 48 and len(layers) == 192 and len(summary) == 24
+    assert metrics["step"].tolist()[:6] == [0] * 6
+    first = metrics[(metrics["model"] == "a") & (metrics["step"] == 0)]
+    assert (
+        first[first["target"] == "bigram"]["lam"].tolist() == ["full"] * 2 + ["1"] * 2 + ["10"] * 2
+    )
+    assert list(metrics.columns[:8]) == IDENTITY_COLUMNS
+    # Two seeds: r = base + seed/100 → mean base + 0.005, CI symmetric around it.
+    row = summary[(summary["lam"] == "10") & (summary["target"] == "optimal")].iloc[0]
+    assert row["n_seeds"] == 2
+    assert row["r_drop_inf"] == pytest.approx(0.5 + 8 / 400 + 0.005)
+    assert row["r_drop_inf_ci_low"] < row["r_drop_inf"] < row["r_drop_inf_ci_high"]
+
+
+def test_seed_summary_matches_a_t_interval():
+    table = pd.DataFrame({"k": ["x"] * 3 + ["y"], "v": [1.0, 2.0, 4.0, 5.0]})
+    summary = summarize_seeds(table, ["k"], ["v"]).set_index("k")
+    half = scipy.stats.t.ppf(0.975, 2) * np.std([1, 2, 4], ddof=1) / np.sqrt(3)
+    assert summary.loc["x", "v"] == pytest.approx(7 / 3)
+    assert summary.loc["x", "v_ci_high"] == pytest.approx(7 / 3 + half)
+    assert summary.loc["y", "n_seeds"] == 1 and np.isnan(summary.loc["y", "v_ci_low"])
 
 
 @pytest.mark.parametrize("figure", ["r_vs_size", "kept_by_layer"])
 def test_figures_render(figure, tmp_path):
-    metrics, layers = _tables()
-    fig = getattr(plots, figure)(metrics if figure == "r_vs_size" else layers)
+    _, summary, layers = _tables()
+    fig = getattr(plots, figure)(summary.assign(arch="gpt2") if figure == "r_vs_size" else layers)
     plots.save_figure(fig, tmp_path / "f.png", tmp_path / "f.pdf")
     assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f.pdf").exists()
 
@@ -111,3 +134,86 @@ def test_pretraining_figure_renders(tmp_path):
     )
     plots.save_figure(plots.pretraining(table), tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def _random_mask(model, density=0.2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return Mask(
+        {
+            name: torch.rand(w.shape, generator=generator) < density
+            for name, w in maskable_parameters(model).items()
+        }
+    )
+
+
+def test_fidelity_of_the_full_mask_is_perfect(arch, random_tokens):
+    """An all-kept optimal subnetwork is the full model: r = 1, and its CE against the full
+    model equals the full model's own entropy."""
+    model = make_tiny_model(arch)
+    bigrams = BigramModel(BigramCounts.count(random_tokens, VOCAB))
+    full = Mask.full({n: w.shape for n, w in maskable_parameters(model).items()})
+    metrics = evaluate_mask(model, full, random_tokens, bigrams, batch_size=32, fidelity=True)
+    with torch.no_grad():
+        p = torch.softmax(model(input_ids=torch.from_numpy(random_tokens)).logits, -1)
+    entropy = float(-(p * p.log()).sum(-1).mean())
+    assert metrics["r_full"] == pytest.approx(1.0)
+    assert metrics["xent_full"] == pytest.approx(entropy, rel=1e-5)
+    sparse = evaluate_mask(model, _random_mask(model), random_tokens, bigrams, 32, fidelity=True)
+    assert sparse["r_full"] < 1 and sparse["xent_full"] > entropy
+    assert "r_full" not in evaluate_mask(model, full, random_tokens, bigrams, batch_size=32)
+
+
+def test_masked_run_equals_zeroed_weights(arch, random_tokens):
+    model = make_tiny_model(arch)
+    mask = _random_mask(model)
+    substituted = run_model(model, random_tokens, VOCAB, 16, mask=mask).surprisal
+    with torch.no_grad():
+        for name, keep in mask.tensors.items():
+            model.get_parameter(name).mul_(keep)
+    np.testing.assert_allclose(substituted, run_model(model, random_tokens, VOCAB, 16).surprisal)
+
+
+def test_ablation_conditions_are_mask_algebra(arch):
+    model = make_tiny_model(arch)
+    mask = _random_mask(model, density=0.1)
+    conditions = ablation_masks(mask, seed=3)
+    assert tuple(conditions) == ABLATION_CONDITIONS
+    assert conditions["full"].density == 1.0 and conditions["subnetwork"].equals(mask)
+    assert conditions["full_minus_subnetwork"].equals(~mask)
+    assert (conditions["full_minus_subnetwork"] & mask).n_kept == 0
+    random = conditions["random"]
+    assert random.per_tensor() == mask.per_tensor()  # same count in every matrix
+    assert not random.equals(mask)
+    assert conditions["full_minus_random"].equals(~random)
+    assert ablation_masks(mask, seed=3)["random"].equals(random)
+
+
+def test_ablation_table(arch, random_tokens):
+    model = make_tiny_model(arch)
+    mask = _random_mask(model, density=0.1)
+    table = ablation(model, mask, random_tokens, VOCAB, batch_size=32, seed=0).set_index(
+        "condition"
+    )
+    assert list(table.index) == list(ABLATION_CONDITIONS)
+    full = run_model(model, random_tokens, VOCAB, 32).surprisal
+    assert table.loc["full", "mean_surprisal_bits"] == pytest.approx(full.mean(), rel=1e-6)
+    assert table.loc["full", "std_surprisal_bits"] == pytest.approx(full.std(), rel=1e-6)
+    assert table.loc["subnetwork", "n_kept"] == mask.n_kept
+    assert (table["n_tokens"] == full.size).all()
+
+
+def test_generations_per_condition(arch, tmp_path):
+    tokenizer = train_bpe(["This is a test. This is only a test of the generator."] * 20, 300)
+    model = make_tiny_model(arch, vocab_size=len(tokenizer) + 3)  # padded logit columns
+    save_checkpoint_dir(model, tmp_path, tokenizer)
+    tokenizer = load_tokenizer(tmp_path)
+    mask = _random_mask(model)
+    settings = {"prompt": "This is", "temperature": 0.3, "max_new_tokens": 8, "samples": 2}
+    texts = generations(model, tokenizer, mask, seed=0, **settings)
+    assert len(texts) == 2 * len(ABLATION_CONDITIONS)
+    assert set(texts["condition"]) == set(ABLATION_CONDITIONS)
+    assert (texts["prompt"] == "This is").all() and texts["text"].str.len().gt(0).any()
+    again = generations(model, tokenizer, mask, seed=0, **settings)
+    assert again.equals(texts)
+    with pytest.raises(ValueError, match="exceeds the model's 64 positions"):
+        generations(model, tokenizer, mask, 0, "This is", 0.3, 63, 1)

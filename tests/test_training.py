@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
-from bigram_subnetworks.targets import BigramTarget
+from bigram_subnetworks.targets import BigramTarget, TeacherTarget
 from bigram_subnetworks.training import (
     HISTORY_COLUMNS,
+    SEARCH_COLUMNS,
     MaskTrainingConfig,
     fit_mask,
     is_stable,
+    match_size,
     train_mask,
 )
 
@@ -105,3 +107,30 @@ def test_config_rejects_indivisible_accumulation():
 def test_stability_check(curve, stable):
     ok, reason = is_stable(curve, window=10, absolute=0.25, relative=1.25, recovery_steps=100)
     assert ok is stable, reason
+
+
+def test_size_matching_bisects_towards_the_goal(cyclic_tokens):
+    """Optimal-target masks: bisection on λ finds one whose size is within tolerance of the
+    goal, every step inside the bracket, and larger λ keeps fewer weights."""
+    model = make_tiny_model("gpt_neox")
+    teacher = TeacherTarget(model, VOCAB)
+    cfg = dataclasses.replace(CONFIG, max_steps=30)
+
+    def train(lam):
+        return train_mask(model, teacher, cyclic_tokens, dataclasses.replace(cfg, lam=lam))
+
+    goal = train(10.0).mask.n_kept
+    found = match_size(train, goal, bracket=(0.5, 500.0), tolerance=0.2, max_iterations=6)
+    assert list(found.search.columns) == list(SEARCH_COLUMNS)
+    assert found.search["lam"].between(0.5, 500.0).all()
+    assert found.matched and abs(found.result.mask.n_kept / goal - 1) <= 0.2
+    assert found.lam == pytest.approx(found.search["lam"].iloc[-1])
+    by_lam = found.search.sort_values("lam")
+    assert by_lam["n_kept"].iloc[0] >= by_lam["n_kept"].iloc[-1]
+
+
+def test_size_matching_rejects_a_negative_goal_and_a_bad_bracket():
+    with pytest.raises(ValueError, match="cannot match a subnetwork of -1 weights"):
+        match_size(lambda lam: None, -1, (1.0, 10.0), 0.1, 3)
+    with pytest.raises(ValueError, match="0 < low < high"):
+        match_size(lambda lam: None, 5, (10.0, 1.0), 0.1, 3)

@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -50,8 +51,14 @@ def test_snakefmt_and_ruff_are_clean():
 
 def test_default_dag():
     counts = job_counts(snakemake("-n", "--forceall").stdout)
-    # 2 models × (4 λ + full + empty) at the final checkpoint.
-    assert counts["train_mask"] == counts["evaluate_mask"] == 12
+    # 2 models × ((4 λ + full + empty) at the final checkpoint + λ 10 at 4 earlier ones
+    # + 2 optimal λ); 2 size-matched optimal masks, each evaluated too.
+    assert counts["train_mask"] == 2 * (6 + 4 + 2)
+    assert counts["match_mask_size"] == 2
+    assert counts["evaluate_mask"] == counts["train_mask"] + counts["match_mask_size"]
+    assert counts["overlap"] == 4 and counts["ablation"] == 2
+    assert counts["lens"] == 2 * 5  # every checkpoint of both models
+    assert counts["plot"] == 8
     assert counts["pretrain"] == 2 and counts["corpus"] == counts["tokenize"] == 1
 
 
@@ -59,7 +66,8 @@ def test_test_config_replaces_the_default_grid():
     """`--configfile` merges over config.yaml: lists must replace, so no default model leaks in."""
     output = snakemake("-n", "--forceall", "--configfile", ".test/config.yaml").stdout
     counts = job_counts(output)
-    assert counts["pretrain"] == 2 and counts["train_mask"] == 6
+    # 2 models × (λ 1 at both checkpoints × 2 seeds + full + empty) + 1 optimal λ × 2 seeds.
+    assert counts["pretrain"] == 2 and counts["train_mask"] == 2 * (4 + 2) + 2
     assert "pythia-tiny" not in output and "neox-test" in output
 
 
@@ -79,59 +87,130 @@ def test_run(tmp_path_factory):
     return workdir, args
 
 
+MASK_FILES = ("mask.safetensors", "history.tsv", "meta.json", "metrics.json", "layers.tsv")
+FIGURES = (
+    "r_vs_size",
+    "kept_by_layer",
+    "pretraining",
+    "overlap",
+    "ablation",
+    "lens",
+    "covariance",
+    "dynamics",
+)
+
+
 def test_every_output_exists(test_run):
     workdir, _ = test_run
+    masks = workdir / "results/masks"
     for model in ("neox-test", "gpt2-test"):
         checkpoint = workdir / f"results/models/{model}/checkpoints/step40"
         # Each checkpoint carries its tokenizer, as a hub snapshot does.
         assert len(load_tokenizer(checkpoint)) == 512
         assert load_model(checkpoint).config.vocab_size == 512
-        for lam in ("full", "empty", "10"):
-            mask_dir = workdir / f"results/masks/{model}/step40/bigram/lam-{lam}"
-            for name in (
-                "mask.safetensors",
-                "history.tsv",
-                "meta.json",
-                "metrics.json",
-                "layers.tsv",
-            ):
+        mask_dirs = [masks / f"{model}/step40/bigram/lam-{lam}/seed-0" for lam in ("full", "empty")]
+        mask_dirs += [
+            masks / f"{model}/{rev}/bigram/lam-1/seed-{s}"
+            for rev in ("step0", "step40")
+            for s in (0, 1)
+        ]
+        for mask_dir in mask_dirs:
+            for name in MASK_FILES:
                 assert (mask_dir / name).stat().st_size > 0, mask_dir / name
-            assert json.loads((mask_dir / "meta.json").read_text())["lam"] == lam
-    for figure in ("r_vs_size", "kept_by_layer", "pretraining"):
+            assert (
+                json.loads((mask_dir / "meta.json").read_text())["lam"] == mask_dir.parent.name[4:]
+            )
+    for seed in (0, 1):
+        for lam in ("0.1", "match-1"):
+            mask_dir = masks / f"neox-test/step40/optimal/lam-{lam}/seed-{seed}"
+            for name in MASK_FILES:
+                assert (mask_dir / name).stat().st_size > 0, mask_dir / name
+        meta = json.loads(
+            (masks / f"neox-test/step40/optimal/lam-match-1/seed-{seed}/meta.json").read_text()
+        )
+        search = pd.read_csv(
+            masks / f"neox-test/step40/optimal/lam-match-1/seed-{seed}/search.tsv", sep="\t"
+        )
+        assert meta["lam_value"] in search["lam"].tolist() and meta["seed"] == str(seed)
+    for figure in FIGURES:
         for suffix in ("png", "pdf"):
             assert (workdir / f"results/figures/{figure}.{suffix}").stat().st_size > 1000
     assert not list(workdir.rglob(".*.tmp*"))
 
 
+def _table(workdir, name):
+    return pd.read_csv(
+        workdir / f"results/tables/{name}.tsv",
+        sep="\t",
+        dtype={"lam": str, "bigram": str, "optimal": str},
+    )
+
+
 def test_tables_have_the_documented_columns(test_run):
     workdir, _ = test_run
-    tables = workdir / "results/tables"
-    metrics = pd.read_csv(tables / "metrics.tsv", sep="\t", dtype={"lam": str})
+    metrics = _table(workdir, "metrics")
     assert {
-        "model",
-        "arch",
-        "revision",
-        "step",
-        "target",
-        "lam",
-        "lam_value",
-        "n_kept",
-        "n_total",
-        "kept_fraction",
-        "r_clip_inf",
-        "r_drop_inf",
-        "xent_bigram",
-        "eval_loss",
-    } <= set(metrics.columns)
-    assert len(metrics) == 6
+        "model", "arch", "revision", "step", "target", "lam", "lam_value", "seed", "n_kept",
+        "n_total", "kept_fraction", "r_clip_inf", "r_drop_inf", "xent_bigram", "eval_loss",
+    } <= set(metrics.columns)  # fmt: skip
+    assert len(metrics) == 2 * (4 + 2) + 2 * 2
     by_lam = metrics.set_index(["model", "lam"])["kept_fraction"]
     assert (by_lam.xs("full", level="lam") == 1.0).all()
     assert (by_lam.xs("empty", level="lam") == 0.0).all()
-    layers = pd.read_csv(tables / "layers.tsv", sep="\t", dtype={"lam": str})
-    assert {"layer", "block", "n_kept", "n_total", "kept_fraction"} <= set(layers.columns)
-    assert len(layers) == 6 * 2 * 6  # masks × layers × blocks
-    pretraining = pd.read_csv(tables / "pretraining.tsv", sep="\t")
+    optimal = metrics[metrics["target"] == "optimal"]
+    assert optimal["r_full"].between(-1, 1).all() and (optimal["xent_full"] > 0).all()
+    assert metrics[metrics["target"] == "bigram"]["r_full"].isna().all()
+    summary = _table(workdir, "metrics_summary")
+    assert {"n_seeds", "r_drop_inf_ci_low", "r_drop_inf_ci_high"} <= set(summary.columns)
+    trained = summary[summary["lam"] == "1"]
+    assert (trained["n_seeds"] == 2).all()
+    assert (trained["r_drop_inf_ci_low"] <= trained["r_drop_inf"]).all()
+    layers = _table(workdir, "layers")
+    assert {"layer", "block", "n_kept", "n_total", "kept_fraction", "seed"} <= set(layers.columns)
+    assert len(layers) == len(metrics) * 2 * 6  # masks × layers × blocks
+    pretraining = _table(workdir, "pretraining")
     assert {"model", "step", "eval_loss", "bigram_loss", "unigram_loss"} <= set(pretraining)
+
+
+def test_overlap_tables(test_run):
+    workdir, _ = test_run
+    overlap = _table(workdir, "overlap")
+    assert len(overlap) == 2 * 2  # pairs × seeds
+    assert set(overlap["optimal"]) == {"0.1", "match-1"}
+    assert (overlap["overlap"] == overlap["n_both"] / overlap["n_total"]).all()
+    assert overlap["p_value"].between(0, 1).all() and (overlap["permutations"] == 1000).all()
+    assert (_table(workdir, "overlap_summary")["n_seeds"] == 2).all()
+    blocks = _table(workdir, "overlap_blocks")
+    totals = blocks.groupby(["optimal", "seed"])["n_both"].sum().reset_index()
+    merged = totals.merge(overlap, on=["optimal", "seed"], suffixes=("_blocks", ""))
+    assert (merged["n_both_blocks"] == merged["n_both"]).all()
+
+
+def test_ablation_and_generation_tables(test_run):
+    workdir, _ = test_run
+    ablation = _table(workdir, "ablation")
+    assert len(ablation) == 2 * 2 * 5  # runs × seeds × conditions
+    full = ablation[ablation["condition"] == "full"]
+    assert (full["kept_fraction"] == 1.0).all() and (full["mean_surprisal_bits"] > 0).all()
+    assert (_table(workdir, "ablation_summary")["n_seeds"] == 2).all()
+    generations = _table(workdir, "generations")
+    assert len(generations) == 2 * 2 * 5 * 2  # runs × seeds × conditions × samples
+    assert (generations["prompt"] == "This is").all()
+
+
+def test_residual_stream_and_dynamics_tables(test_run):
+    workdir, _ = test_run
+    lens = _table(workdir, "lens")
+    assert set(lens["condition"]) == {"full", "subnetwork", "full_minus_subnetwork", "random"}
+    assert len(lens) == 2 * 4 * 3  # seeds × conditions × layers 0..2
+    assert {"out_corr", "in_recall1", "in_recall10", "out_rotation", "in_rotation"} <= set(lens)
+    covariance = _table(workdir, "covariance")
+    diagonal = covariance[covariance["layer_i"] == covariance["layer_j"]]
+    assert np.allclose(diagonal["similarity"], 1.0)
+    assert len(_table(workdir, "lens_summary")) == 4 * 3
+    dynamics = _table(workdir, "dynamics")
+    assert len(dynamics) == 2 * 2 * 2  # models × checkpoints × seeds
+    assert set(dynamics["step"]) == {0, 40} and "first_mlp_share" in dynamics
 
 
 def test_second_run_has_nothing_to_do(test_run):

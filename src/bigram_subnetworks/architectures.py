@@ -81,7 +81,12 @@ REGISTRY: dict[str, ArchSpec] = {spec.name: spec for spec in (GPT_NEOX, GPT2)}
 
 def spec_for(model: nn.Module) -> ArchSpec:
     """The registry entry for a Hugging Face model, by its config's ``model_type``."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return spec_for_config(getattr(model, "config", None))
+
+
+def spec_for_config(config) -> ArchSpec:
+    """The registry entry for a Hugging Face model config (no weights needed)."""
+    model_type = getattr(config, "model_type", None)
     for spec in REGISTRY.values():
         if spec.model_type == model_type:
             return spec
@@ -97,7 +102,7 @@ def maskable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     return found
 
 
-def _num_heads(config) -> int:
+def num_heads(config) -> int:
     return int(getattr(config, "num_attention_heads", None) or config.n_head)
 
 
@@ -147,7 +152,112 @@ def block_slices(spec: ArchSpec, name: str, shape: torch.Size, num_heads: int) -
 def iter_blocks(model: nn.Module) -> Iterator[tuple[str, BlockSlice]]:
     """(parameter name, block) for every labelled block of every maskable matrix of a model."""
     spec = spec_for(model)
-    heads = _num_heads(model.config)
+    heads = num_heads(model.config)
     for name, weight in maskable_parameters(model).items():
         for piece in block_slices(spec, name, weight.shape, heads):
             yield name, piece
+
+
+@dataclass(frozen=True)
+class UnitBlock:
+    """One weight block (paper-spec §6) seen as a matrix whose rows are output units.
+
+    ``view(t)`` is ``t[rows][:, cols]`` with the listed slices concatenated in order, transposed
+    when the weight is stored as (in, out) (GPT-2 Conv1D): a [units, inputs] matrix. Heads, where a
+    block has them, are consecutive runs of equal length along ``head_axis`` of that view, in head
+    order: the output units for q/k/v (axis 0), the input features for attn_o (axis 1).
+    """
+
+    name: str
+    layer: int
+    block: str
+    shape: tuple[int, int]  # the stored tensor's shape
+    rows: tuple[slice, ...]
+    cols: tuple[slice, ...]
+    transpose: bool
+    head_axis: int | None
+    num_heads: int | None
+
+    @property
+    def view_shape(self) -> tuple[int, int]:
+        """[units, inputs]."""
+        stored = (_length(self.rows, self.shape[0]), _length(self.cols, self.shape[1]))
+        return (stored[1], stored[0]) if self.transpose else stored
+
+    def view(self, tensor: torch.Tensor) -> torch.Tensor:
+        """[units, inputs] view of a stored tensor; a copy only where pieces are not contiguous."""
+        if tuple(tensor.shape) != self.shape:
+            raise ValueError(
+                f"{self.name!r} has shape {tuple(tensor.shape)}, its {self.block} block expects "
+                f"{self.shape}"
+            )
+        out = _gather(_gather(tensor, self.rows, 0), self.cols, 1)
+        return out.T if self.transpose else out
+
+
+def _length(pieces: tuple[slice, ...], size: int) -> int:
+    return sum(len(range(size)[piece]) for piece in pieces)
+
+
+def _gather(tensor: torch.Tensor, pieces: tuple[slice, ...], dim: int) -> torch.Tensor:
+    if len(pieces) == 1:  # a plain slice: a view, no copy
+        return tensor[pieces[0]] if dim == 0 else tensor[:, pieces[0]]
+    size = tensor.shape[dim]
+    index = torch.cat([torch.arange(size)[piece] for piece in pieces])
+    return tensor.index_select(dim, index)  # 8x faster than torch.cat on bool (measured)
+
+
+def _merge(pieces: list[slice], size: int) -> tuple[slice, ...]:
+    """Join slices that continue each other (GPT-2's per-head columns form one third)."""
+    merged: list[range] = []
+    for piece in pieces:
+        span = range(size)[piece]
+        if merged and merged[-1].stop == span.start:
+            merged[-1] = range(merged[-1].start, span.stop)
+        else:
+            merged.append(span)
+    return tuple(slice(span.start, span.stop) for span in merged)
+
+
+def unit_blocks(spec: ArchSpec, name: str, shape: torch.Size, num_heads: int) -> list[UnitBlock]:
+    """The output-unit blocks (attn_q/k/v/o, mlp_in/out) of one maskable matrix.
+
+    Built from `block_slices`, so the per-head layout has one source: a block's per-head pieces
+    are joined in head order along the axis they split. GPT-2 Conv1D weights are stored (in, out),
+    so their view is transposed to put output units on the rows; GPT-NeoX's q rows are gathered
+    from every head's [q, k, v] group.
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    transpose = spec.name == "gpt2"  # Conv1D: (in, out)
+    pieces = block_slices(spec, name, torch.Size(shape), num_heads)
+    out = []
+    for block in dict.fromkeys(piece.block for piece in pieces):
+        mine = sorted((p for p in pieces if p.block == block), key=lambda p: p.head or 0)
+        every = (slice(None),)
+        if block in MLP_BLOCKS:  # the whole matrix, no heads
+            rows, cols, axis, heads = every, every, None, None
+        elif all(p.rows == slice(None) for p in mine):  # heads split the stored columns
+            rows, cols, axis, heads = every, _merge([p.cols for p in mine], shape[1]), 1, len(mine)
+        else:  # heads split the stored rows
+            rows, cols, axis, heads = _merge([p.rows for p in mine], shape[0]), every, 0, len(mine)
+        if axis is not None and transpose:
+            axis = 1 - axis
+        out.append(UnitBlock(name, mine[0].layer, block, shape, rows, cols, transpose, axis, heads))
+    return out
+
+
+def unit_blocks_for_shapes(
+    spec: ArchSpec, shapes: dict[str, torch.Size], num_heads: int
+) -> list[UnitBlock]:
+    """Output-unit blocks for every matrix of a mask (``Mask.shapes``); no model weights needed."""
+    return [
+        block
+        for name, shape in shapes.items()
+        for block in unit_blocks(spec, name, shape, num_heads)
+    ]
+
+
+def model_unit_blocks(model: nn.Module) -> list[UnitBlock]:
+    """Output-unit blocks for every maskable matrix of a Hugging Face model."""
+    shapes = {name: weight.shape for name, weight in maskable_parameters(model).items()}
+    return unit_blocks_for_shapes(spec_for(model), shapes, num_heads(model.config))

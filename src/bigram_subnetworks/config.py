@@ -19,6 +19,10 @@ from jsonschema import Draft202012Validator
 
 # λ labels with no training: keep every maskable weight (λ = −∞) or none (λ = +∞).
 SENTINELS = {"full": -math.inf, "empty": math.inf}
+# Label prefix of size-matched optimal subnetworks: `match-10` is the optimal subnetwork whose
+# size matches the bigram subnetwork `10` (its λ is found by bisection, not configured).
+MATCHED_PREFIX = "match-"
+TARGETS = ("bigram", "optimal")
 
 
 class ConfigError(ValueError):
@@ -71,22 +75,109 @@ def _model_errors(i: int, model: Mapping, tokenizers: set, seq_len: int) -> list
     return errors
 
 
+def _label_errors(config: Mapping) -> list[str]:
+    """λ labels used by the mask grids, the pairs and the ablation runs must be defined."""
+    errors = []
+    labels = {item["label"] for item in config["lambdas"]}
+    for reserved in SENTINELS:
+        if reserved in labels:
+            errors.append(f"lambdas: the label {reserved!r} is reserved for λ = ±∞")
+    for label in labels:
+        if label.startswith(MATCHED_PREFIX):
+            errors.append(f"lambdas: the prefix {MATCHED_PREFIX!r} of {label!r} is reserved")
+    for which in ("final", "intermediate"):
+        for label in config["bigram_masks"][which]:
+            if label not in labels and label not in SENTINELS:
+                errors.append(f"bigram_masks.{which}: λ label {label!r} is not in lambdas")
+    optimal = config["optimal_masks"]
+    for label in optimal["final"]:
+        if label in SENTINELS:
+            errors.append(
+                f"optimal_masks.final: {label!r} does not depend on the target; "
+                "it is in bigram_masks already"
+            )
+        elif label not in labels:
+            errors.append(f"optimal_masks.final: λ label {label!r} is not in lambdas")
+    matched = optimal["size_matched"]
+    for label in matched["bigram"]:
+        if label in SENTINELS or label not in config["bigram_masks"]["final"]:
+            errors.append(
+                f"optimal_masks.size_matched.bigram: {label!r} is not a trained λ label of "
+                "bigram_masks.final"
+            )
+    low, high = matched["bracket"]
+    if low >= high:
+        errors.append(f"optimal_masks.size_matched.bracket: {[low, high]} must be increasing")
+    return errors
+
+
+def _pair_errors(config: Mapping, models: set) -> list[str]:
+    """Overlap pairs and ablation runs must name masks the grid trains."""
+    errors = []
+    optimal = config["optimal_masks"]
+    optimal_labels = set(optimal["final"]) | {
+        MATCHED_PREFIX + label for label in optimal["size_matched"]["bigram"]
+    }
+    trained = {
+        "bigram": set(config["bigram_masks"]["final"]) - set(SENTINELS),
+        "optimal": optimal_labels,
+    }
+    for i, pair in enumerate(config["overlap"]["pairs"]):
+        where = f"overlap.pairs.{i}"
+        if pair["model"] not in models:
+            errors.append(f"{where}.model: {pair['model']!r} is not in models")
+        elif pair["model"] not in optimal["models"]:
+            errors.append(f"{where}.model: {pair['model']!r} is not in optimal_masks.models")
+        if pair["bigram"] not in trained["bigram"]:
+            errors.append(f"{where}.bigram: {pair['bigram']!r} is not a trained bigram λ label")
+        if pair["optimal"] not in trained["optimal"]:
+            errors.append(
+                f"{where}.optimal: {pair['optimal']!r} is not an optimal λ label "
+                f"(one of {sorted(trained['optimal'])})"
+            )
+    for i, run in enumerate(config["ablation"]["runs"]):
+        where = f"ablation.runs.{i}"
+        if run["model"] not in models:
+            errors.append(f"{where}.model: {run['model']!r} is not in models")
+        elif run["target"] == "optimal" and run["model"] not in optimal["models"]:
+            errors.append(f"{where}.model: {run['model']!r} is not in optimal_masks.models")
+        if run["lam"] not in trained[run["target"]]:
+            errors.append(
+                f"{where}.lam: {run['lam']!r} is not a trained {run['target']} λ label "
+                "at the final checkpoint"
+            )
+    residual = config["residual_stream"]
+    for i, run in enumerate(residual["runs"]):
+        where = f"residual_stream.runs.{i}"
+        if run["model"] not in models:
+            errors.append(f"{where}.model: {run['model']!r} is not in models")
+        if run["lam"] not in trained["bigram"]:
+            errors.append(f"{where}.lam: {run['lam']!r} is not a trained bigram λ label")
+        elif (
+            residual["checkpoints"] == "all"
+            and run["lam"] not in config["bigram_masks"]["intermediate"]
+        ):
+            errors.append(
+                f"{where}.lam: {run['lam']!r} is not in bigram_masks.intermediate, but "
+                "residual_stream.checkpoints is 'all'"
+            )
+    return errors
+
+
 def _cross_errors(config: Mapping) -> list[str]:
     errors = []
     for section, key in (("models", "name"), ("tokenizers", "name"), ("lambdas", "label")):
         for dup in _duplicates(item[key] for item in config[section]):
             errors.append(f"{section}: duplicate {key} {dup!r}")
-    labels = {item["label"] for item in config["lambdas"]}
-    for reserved in SENTINELS:
-        if reserved in labels:
-            errors.append(f"lambdas: the label {reserved!r} is reserved for λ = ±∞")
-    for which in ("final", "intermediate"):
-        for label in config["bigram_masks"][which]:
-            if label not in labels and label not in SENTINELS:
-                errors.append(f"bigram_masks.{which}: λ label {label!r} is not in lambdas")
+    errors += _label_errors(config)
     tokenizers = {t["name"] for t in config["tokenizers"]}
     for i, model in enumerate(config["models"]):
         errors += _model_errors(i, model, tokenizers, config["corpus"]["seq_len"])
+    models = {m["name"] for m in config["models"]}
+    for model in config["optimal_masks"]["models"]:
+        if model not in models:
+            errors.append(f"optimal_masks.models: {model!r} is not in models")
+    errors += _pair_errors(config, models)
     train = config["mask_training"]
     if train["batch_size"] % train["grad_accum"]:
         errors.append(
@@ -121,6 +212,39 @@ class MaskJob:
     revision: str
     target: str
     lam: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class OverlapJob:
+    """One (bigram, optimal) pair at a model's final checkpoint, for one seed."""
+
+    model: str
+    revision: str
+    bigram: str
+    optimal: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class AblationJob:
+    """One subnetwork's ablation and generations at a model's final checkpoint, for one seed."""
+
+    model: str
+    revision: str
+    target: str
+    lam: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class LensJob:
+    """One bigram subnetwork's residual-stream analyses at one checkpoint, for one seed."""
+
+    model: str
+    revision: str
+    lam: str
+    seed: int
 
 
 class Grid:
@@ -131,8 +255,13 @@ class Grid:
         self.models = {m["name"]: m for m in config["models"]}
         self.tokenizers = {t["name"]: t for t in config["tokenizers"]}
         self.lambdas = {item["label"]: float(item["value"]) for item in config["lambdas"]}
+        self.seeds = list(config["mask_training"]["seeds"])
+        self.matched_labels = [
+            MATCHED_PREFIX + label for label in config["optimal_masks"]["size_matched"]["bigram"]
+        ]
 
     def lambda_value(self, label: str) -> float:
+        """λ of a configured or sentinel label (size-matched labels have no configured λ)."""
         return SENTINELS[label] if label in SENTINELS else self.lambdas[label]
 
     def revisions(self, model: str) -> list[str]:
@@ -145,15 +274,58 @@ class Grid:
         return self.models[model]["tokenizer"]
 
     def mask_jobs(self) -> list[MaskJob]:
-        jobs = []
+        """Every mask of the grid: bigram masks at every checkpoint, optimal ones (configured λ,
+        then size-matched) at the final checkpoint of their models; each for every seed, except
+        the sentinels, which do not depend on it (first seed only)."""
+        cells = []
         masks = self.config["bigram_masks"]
         for model in self.models:
             final = self.final_revision(model)
             for revision in self.revisions(model):
                 labels = masks["final"] if revision == final else masks["intermediate"]
-                jobs += [MaskJob(model, revision, "bigram", lam) for lam in labels]
+                cells += [(model, revision, "bigram", lam) for lam in labels]
+        optimal = self.config["optimal_masks"]
+        for model in optimal["models"]:
+            labels = optimal["final"] + self.matched_labels
+            cells += [(model, self.final_revision(model), "optimal", lam) for lam in labels]
+        return [
+            MaskJob(*cell, seed)
+            for cell in cells
+            for seed in (self.seeds[:1] if cell[3] in SENTINELS else self.seeds)
+        ]
+
+    def overlap_jobs(self) -> list[OverlapJob]:
+        pairs = self.config["overlap"]["pairs"]
+        return [
+            OverlapJob(p["model"], self.final_revision(p["model"]), p["bigram"], p["optimal"], s)
+            for p in pairs
+            for s in self.seeds
+        ]
+
+    def ablation_jobs(self) -> list[AblationJob]:
+        return [
+            AblationJob(
+                run["model"], self.final_revision(run["model"]), run["target"], run["lam"], s
+            )
+            for run in self.config["ablation"]["runs"]
+            for s in self.seeds
+        ]
+
+    def lens_jobs(self) -> list[LensJob]:
+        settings = self.config["residual_stream"]
+        jobs = []
+        for run in settings["runs"]:
+            model = run["model"]
+            every = settings["checkpoints"] == "all"
+            revisions = self.revisions(model) if every else [self.final_revision(model)]
+            jobs += [LensJob(model, r, run["lam"], s) for r in revisions for s in self.seeds]
         return jobs
 
-    def mask_training(self, lam: str) -> dict[str, Any]:
-        """Keyword arguments of `MaskTrainingConfig` for one λ label."""
-        return {**self.config["mask_training"], "lam": self.lambda_value(lam)}
+    def mask_training(self, lam: str, seed: int | str) -> dict[str, Any]:
+        """Keyword arguments of `MaskTrainingConfig` for one configured λ label and seed."""
+        settings = {k: v for k, v in self.config["mask_training"].items() if k != "seeds"}
+        return {**settings, "lam": self.lambda_value(lam), "seed": int(seed)}
+
+    def size_matching(self) -> dict[str, Any]:
+        """Bisection settings of the size-matched optimal subnetworks."""
+        return dict(self.config["optimal_masks"]["size_matched"])

@@ -10,29 +10,32 @@ clipped to the largest finite value ("clip-inf"), and tokens with infinite bigra
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .architectures import iter_blocks
 from .bigrams import BigramModel
-from .masking import Mask, apply_mask
-from .targets import BigramTarget, truncate_logits
+from .masking import Mask, apply_mask, masked_forward
+from .targets import BigramTarget, Target, TeacherTarget, truncate_logits
 
 LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
 class EvalOutputs:
-    """Per-token surprisal (bits, [n, T-1]), and mean CEs (nats) over the evaluated tokens."""
+    """Per-token surprisal (bits, [n, T-1]), mean eval loss (nats), and the mean CE (nats)
+    against each requested target."""
 
     surprisal: np.ndarray
     eval_loss: float
-    xent_bigram: float | None
+    xents: dict[str, float]
 
 
 @torch.no_grad()
@@ -41,28 +44,42 @@ def run_model(
     tokens: np.ndarray,
     vocab_size: int,
     batch_size: int,
-    target: BigramTarget | None = None,
+    targets: Mapping[str, Target] | None = None,
+    mask: Mask | None = None,
 ) -> EvalOutputs:
-    """Surprisal of every next token, and (with ``target``) the CE against the bigram rows."""
+    """Surprisal of every next token, and the CE against each of ``targets``.
+
+    With ``mask``, the subnetwork runs by parameter substitution (`masked_forward`), so a
+    `TeacherTarget` on the same model still sees the full model.
+    """
     device = next(model.parameters()).device
+    targets = dict(targets or {})
+    weights = None
+    if mask is not None:
+        mask.check_matches(model)
+        weights = {name: keep.to(device) for name, keep in mask.tensors.items()}
     was_training = model.training
     model.eval()
-    surprisals, xents = [], []
+    surprisals, sums = [], dict.fromkeys(targets, 0.0)
     try:
         for start in range(0, len(tokens), batch_size):
             ids = torch.from_numpy(np.asarray(tokens[start : start + batch_size], np.int64))
             ids = ids.to(device)
-            logits = truncate_logits(model(input_ids=ids).logits, vocab_size).float()
+            if weights is None:
+                output = model(input_ids=ids)
+            else:
+                output = masked_forward(model, weights, input_ids=ids)
+            logits = truncate_logits(output.logits, vocab_size).float()
             log_q = F.log_softmax(logits[:, :-1], dim=-1)
             nats = -log_q.gather(-1, ids[:, 1:, None]).squeeze(-1)
             surprisals.append((nats / LN2).cpu().numpy())
-            if target is not None:
-                xents.append(float(target.cross_entropy(logits, ids)) * ids.shape[0])
+            for name, target in targets.items():
+                sums[name] += float(target.cross_entropy(logits, ids)) * ids.shape[0]
     finally:
         model.train(was_training)
     surprisal = np.concatenate(surprisals)
-    xent = sum(xents) / len(tokens) if target is not None else None
-    return EvalOutputs(surprisal, float(surprisal.mean() * LN2), xent)
+    xents = {name: total / len(tokens) for name, total in sums.items()}
+    return EvalOutputs(surprisal, float(surprisal.mean() * LN2), xents)
 
 
 def _clip_inf(values: np.ndarray) -> np.ndarray:
@@ -90,23 +107,41 @@ def bigram_correlations(model_bits: np.ndarray, bigram_bits: np.ndarray) -> dict
 
 
 def evaluate_mask(
-    model: nn.Module, mask: Mask, tokens: np.ndarray, bigrams: BigramModel, batch_size: int
+    model: nn.Module,
+    mask: Mask,
+    tokens: np.ndarray,
+    bigrams: BigramModel,
+    batch_size: int,
+    fidelity: bool = False,
 ) -> dict[str, float]:
-    """All scalar metrics of one subnetwork on the eval split."""
+    """All scalar metrics of one subnetwork on the eval split.
+
+    With ``fidelity`` (optimal subnetworks, paper-spec §4), also how closely it reproduces the
+    full model: Pearson r of its surprisal against the full model's (±inf clipped), and the CE
+    of its distribution against the full model's (nats; equals the full model's entropy for an
+    all-kept mask).
+    """
     device = next(model.parameters()).device
-    target = BigramTarget(bigrams, device=device)
-    with apply_mask(model, mask):
-        outputs = run_model(model, tokens, bigrams.vocab_size, batch_size, target)
-    metrics = bigram_correlations(outputs.surprisal, bigrams.surprisal(tokens))
-    return {
+    targets: dict[str, Target] = {"bigram": BigramTarget(bigrams, device=device)}
+    if fidelity:
+        targets["full"] = TeacherTarget(model, bigrams.vocab_size)
+    outputs = run_model(model, tokens, bigrams.vocab_size, batch_size, targets, mask)
+    metrics = {
         "n_kept": mask.n_kept,
         "n_total": mask.n_total,
         "kept_fraction": mask.density,
-        **metrics,
-        "xent_bigram": outputs.xent_bigram,
+        **bigram_correlations(outputs.surprisal, bigrams.surprisal(tokens)),
+        "xent_bigram": outputs.xents["bigram"],
         "eval_loss": outputs.eval_loss,
         "mean_surprisal_bits": float(outputs.surprisal.mean()),
     }
+    if fidelity:
+        full = run_model(model, tokens, bigrams.vocab_size, batch_size)
+        metrics["r_full"] = pearson(
+            _clip_inf(outputs.surprisal.ravel()), _clip_inf(full.surprisal.ravel())
+        )
+        metrics["xent_full"] = outputs.xents["full"]
+    return metrics
 
 
 def kept_by_block(model: nn.Module, mask: Mask, per_head: bool = False) -> pd.DataFrame:
@@ -122,29 +157,180 @@ def kept_by_block(model: nn.Module, mask: Mask, per_head: bool = False) -> pd.Da
     return table
 
 
-IDENTITY_COLUMNS = ["model", "arch", "revision", "step", "target", "lam", "lam_value"]
+IDENTITY_COLUMNS = ["model", "arch", "revision", "step", "target", "lam", "lam_value", "seed"]
 LEADING_METRICS = ["n_kept", "n_total", "kept_fraction", "r_drop_inf", "r_clip_inf", "xent_bigram"]
 
 
-def _tidy(table: pd.DataFrame, archs: dict[str, str]) -> pd.DataFrame:
-    """Identity columns first (model … λ), rows in grid order."""
+def tidy(
+    table: pd.DataFrame, archs: dict[str, str], order: list[str] | None = None
+) -> pd.DataFrame:
+    """Identity columns first (model … seed, those present), then ``order``'s leading columns,
+    rows sorted in grid order (λ by value where known, then seed)."""
     table = table.assign(
-        lam=table["lam"].astype(str),
         step=table["revision"].str.removeprefix("step").astype(int),
         arch=table["model"].map(archs),
     )
-    leading = IDENTITY_COLUMNS + [c for c in LEADING_METRICS if c in table.columns]
+    if "lam" in table:
+        table["lam"] = table["lam"].astype(str)
+    identity = [c for c in IDENTITY_COLUMNS if c in table.columns]
+    leading = identity + [c for c in (order or []) if c in table.columns]
     table = table[leading + [c for c in table.columns if c not in leading]]
-    return table.sort_values(["model", "step", "target", "lam_value"], kind="stable")
+    keys = [c for c in ("model", "step", "target", "lam_value", "lam", "seed") if c in table]
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def collect_tables(
     metrics: list[dict], layers: list[pd.DataFrame], archs: dict[str, str]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tidy metrics (one row per mask) and kept-per-block (one row per mask × layer × block)."""
-    metrics_table = _tidy(pd.DataFrame(metrics), archs)
-    layers_table = _tidy(pd.concat(layers, ignore_index=True), archs)
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tidy metrics (one row per mask), their mean and 95% CI across seeds (one row per
+    model × checkpoint × target × λ), and kept-per-block (one row per mask × layer × block)."""
+    metrics_table = tidy(pd.DataFrame(metrics), archs, LEADING_METRICS)
+    keys = ["model", "arch", "revision", "step", "target", "lam"]
+    numeric = metrics_table.select_dtypes("number").columns
+    values = [c for c in numeric if c not in keys and c != "seed"]
+    summary = summarize_seeds(metrics_table, keys, values)
+    layers_table = tidy(pd.concat(layers, ignore_index=True), archs)
     layers_table = layers_table.sort_values(
-        ["model", "step", "target", "lam_value", "layer", "block"], kind="stable"
+        ["model", "step", "target", "lam_value", "seed", "layer", "block"], kind="stable"
     )
-    return metrics_table.reset_index(drop=True), layers_table.reset_index(drop=True)
+    return metrics_table, summary, layers_table.reset_index(drop=True)
+
+
+# Paper-spec §5: necessity and sufficiency. The random control keeps as many weights as the
+# subnetwork in every matrix, at uniformly random positions.
+ABLATION_CONDITIONS = (
+    "full",
+    "subnetwork",
+    "random",
+    "full_minus_subnetwork",
+    "full_minus_random",
+)
+
+
+def ablation_masks(mask: Mask, seed: int) -> dict[str, Mask]:
+    """The five conditions of the ablation study as masks over the same weights."""
+    random = mask.shuffled(torch.Generator().manual_seed(seed))
+    return {
+        "full": Mask.full(mask.shapes),
+        "subnetwork": mask,
+        "random": random,
+        "full_minus_subnetwork": ~mask,
+        "full_minus_random": ~random,
+    }
+
+
+def ablation(
+    model: nn.Module,
+    mask: Mask,
+    tokens: np.ndarray,
+    vocab_size: int,
+    batch_size: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Mean ± std per-token surprisal (bits) on the eval split for each condition."""
+    rows = []
+    for condition, condition_mask in ablation_masks(mask, seed).items():
+        outputs = run_model(model, tokens, vocab_size, batch_size, mask=condition_mask)
+        bits = outputs.surprisal.ravel()
+        rows.append(
+            {
+                "condition": condition,
+                "n_kept": condition_mask.n_kept,
+                "kept_fraction": condition_mask.density,
+                "mean_surprisal_bits": float(bits.mean()),
+                "std_surprisal_bits": float(bits.std()),
+                "n_tokens": bits.size,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def max_positions(model: nn.Module) -> int:
+    config = model.config
+    return int(getattr(config, "max_position_embeddings", None) or config.n_positions)
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    tokenizer,
+    prompt: str,
+    temperature: float,
+    max_new_tokens: int,
+    samples: int,
+    seed: int,
+) -> list[str]:
+    """Sampled continuations of ``prompt``: probabilities ∝ p^(1/temperature), no top-k or
+    top-p cut (the paper's sampler), never a padded logit column, stopping early at EOS."""
+    device = next(model.parameters()).device
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+    if ids.shape[1] + max_new_tokens > max_positions(model):
+        raise ValueError(
+            f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+            f"model's {max_positions(model)} positions"
+        )
+    padded = range(len(tokenizer), model.get_output_embeddings().weight.shape[0])
+    torch.manual_seed(seed)
+    out = model.generate(
+        ids.expand(samples, -1),
+        attention_mask=torch.ones(samples, ids.shape[1], dtype=torch.long, device=device),
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        suppress_tokens=list(padded) or None,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    return tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+
+
+def generations(
+    model: nn.Module,
+    tokenizer,
+    mask: Mask,
+    seed: int,
+    prompt: str,
+    temperature: float,
+    max_new_tokens: int,
+    samples: int,
+) -> pd.DataFrame:
+    """Generated text for every ablation condition (same sampling seed for each)."""
+    rows = []
+    for condition, condition_mask in ablation_masks(mask, seed).items():
+        with apply_mask(model, condition_mask):
+            texts = generate(model, tokenizer, prompt, temperature, max_new_tokens, samples, seed)
+        rows += [
+            {"condition": condition, "sample": i, "prompt": prompt, "text": text}
+            for i, text in enumerate(texts)
+        ]
+    return pd.DataFrame(rows)
+
+
+def summarize_seeds(table: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+    """Mean over seeds and its 95% confidence interval (Student's t, n − 1 degrees of freedom)
+    for each ``values`` column, per ``keys`` group; the interval is NaN for a single seed."""
+    groups = table.groupby(keys, sort=False, dropna=False)
+    summary = groups.size().rename("n_seeds").reset_index()
+    for column in values:
+        stats = groups[column].agg(["mean", "std", "count"]).reset_index(drop=True)
+        half = scipy.stats.t.ppf(0.975, stats["count"] - 1) * stats["std"] / np.sqrt(stats["count"])
+        summary[column] = stats["mean"]
+        summary[f"{column}_ci_low"] = stats["mean"] - half
+        summary[f"{column}_ci_high"] = stats["mean"] + half
+    return summary
+
+
+def dynamics(metrics: pd.DataFrame, layers: pd.DataFrame, lambdas: list[str]) -> pd.DataFrame:
+    """Bigram subnetworks across pretraining checkpoints (one row per model × step × λ × seed):
+    bigram r, size, and the share of the kept weights in the first MLP layer (layer 0's mlp_in
+    and mlp_out), the paper's "concentrated in the first MLP layer … throughout pretraining"."""
+    keys = ["model", "arch", "revision", "step", "target", "lam", "seed"]
+    chosen = metrics[(metrics["target"] == "bigram") & metrics["lam"].isin(lambdas)]
+    first_mlp = layers[(layers["layer"] == 0) & layers["block"].isin(["mlp_in", "mlp_out"])]
+    first_mlp = first_mlp.groupby(keys, as_index=False)["n_kept"].sum()
+    table = chosen.merge(first_mlp.rename(columns={"n_kept": "first_mlp_kept"}), on=keys)
+    table["first_mlp_share"] = table["first_mlp_kept"] / table["n_kept"].where(table["n_kept"] > 0)
+    columns = [*keys, "n_kept", "kept_fraction", "r_drop_inf", "r_clip_inf", "xent_bigram"]
+    table = table[[*columns, "first_mlp_kept", "first_mlp_share"]]
+    return table.sort_values(["model", "lam", "seed", "step"], kind="stable").reset_index(drop=True)

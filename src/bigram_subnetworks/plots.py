@@ -36,23 +36,48 @@ def final_checkpoints(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["step"] == last]
 
 
-def r_vs_size(metrics: pd.DataFrame, column: str = "r_drop_inf") -> Figure:
-    """Paper Figure 1: bigram-surprisal r vs kept weights across λ, one curve per model."""
-    table = final_checkpoints(metrics[metrics["target"] == "bigram"])
+def _error_bars(rows: pd.DataFrame, column: str):
+    """Asymmetric 95% CI error bars from a seed summary; None when there is one seed."""
+    low, high = f"{column}_ci_low", f"{column}_ci_high"
+    if low not in rows or rows[low].isna().all():
+        return None
+    return [
+        rows[column] - rows[low].fillna(rows[column]),
+        rows[high].fillna(rows[column]) - rows[column],
+    ]
+
+
+TARGET_STYLES = {"bigram": {"ls": "-", "marker": "o"}, "optimal": {"ls": "--", "marker": "s"}}
+
+
+def r_vs_size(summary: pd.DataFrame, column: str = "r_drop_inf") -> Figure:
+    """Paper Figure 1: bigram-surprisal r vs kept weights across λ, one curve per model; the
+    optimal (pruning-baseline) subnetworks' bigram r dashed beside them (§4). Means over seeds
+    with 95% CIs when there are several."""
+    table = final_checkpoints(summary)
     table = table[table["n_kept"] > 0].sort_values("n_kept")
     archs = sorted(table["arch"].unique())
     figure, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 4), squeeze=False)
     for ax, arch in zip(axes[0], archs, strict=True):
-        for model, rows in table[table["arch"] == arch].groupby("model"):
-            ax.plot(rows["n_kept"], rows[column], marker="o", label=model)
-            for _, row in rows.iterrows():
-                ax.annotate(
-                    f"λ={row['lam']}",
-                    (row["n_kept"], row[column]),
-                    fontsize=7,
-                    xytext=(3, -9),
-                    textcoords="offset points",
+        for i, (model, of_model) in enumerate(table[table["arch"] == arch].groupby("model")):
+            for target, rows in of_model.groupby("target"):
+                ax.errorbar(
+                    rows["n_kept"],
+                    rows[column],
+                    yerr=_error_bars(rows, column),
+                    color=f"C{i}",
+                    capsize=2,
+                    label=f"{model} ({target})",
+                    **TARGET_STYLES.get(target, {}),
                 )
+                for _, row in rows.iterrows():
+                    ax.annotate(
+                        f"λ={row['lam']}",
+                        (row["n_kept"], row[column]),
+                        fontsize=7,
+                        xytext=(3, -9),
+                        textcoords="offset points",
+                    )
         ax.set_xscale("log")
         ax.set_xlabel("subnetwork size (kept non-embedding weights)")
         ax.set_ylabel(f"bigram surprisal r ({column.removeprefix('r_').replace('_', '-')})")
@@ -64,9 +89,10 @@ def r_vs_size(metrics: pd.DataFrame, column: str = "r_drop_inf") -> Figure:
 
 
 def kept_by_layer(layers: pd.DataFrame) -> Figure:
-    """Kept weights per layer and block for each model's final-checkpoint bigram subnetworks."""
+    """Kept weights per layer and block for each model's final-checkpoint bigram subnetworks
+    (first seed)."""
     table = final_checkpoints(layers[layers["target"] == "bigram"])
-    table = table[~table["lam"].isin(["full", "empty"])]
+    table = table[~table["lam"].isin(["full", "empty"]) & (table["seed"] == table["seed"].min())]
     models = sorted(table["model"].unique())
     lams = sorted(table["lam"].unique(), key=lambda lam: float(lam))
     figure, axes = plt.subplots(
@@ -119,5 +145,171 @@ def pretraining(table: pd.DataFrame) -> Figure:
         top = max(baseline["unigram_loss"] * 1.15, math.log(2))
         ax.set_ylim(top=min(top, float(rows["eval_loss"].max()) * 1.02))
         ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+ABLATION_LABELS = {
+    "full": "full model",
+    "subnetwork": "subnetwork only",
+    "random": "random, same counts",
+    "full_minus_subnetwork": "full − subnetwork",
+    "full_minus_random": "full − random",
+}
+
+
+def ablation(summary: pd.DataFrame) -> Figure:
+    """Paper §5: mean eval surprisal (bits) per condition, one panel per ablated subnetwork.
+    Error bars: the 95% CI across seeds when there are several, else ± the per-token std."""
+    runs = summary.groupby(["model", "target", "lam"], sort=True)
+    figure, axes = plt.subplots(1, runs.ngroups, figsize=(3.6 * runs.ngroups, 3.6), squeeze=False)
+    for ax, ((model, target, lam), rows) in zip(axes[0], runs, strict=True):
+        rows = rows.set_index("condition").reindex(list(ABLATION_LABELS)).reset_index()
+        errors = _error_bars(rows, "mean_surprisal_bits")
+        if errors is None:
+            errors = rows["std_surprisal_bits"]
+        ax.bar(
+            range(len(rows)),
+            rows["mean_surprisal_bits"],
+            yerr=errors,
+            capsize=3,
+            color=["#636363", "#3182bd", "#9ecae1", "#d94701", "#fdae6b"],
+        )
+        ax.set_xticks(range(len(rows)), [ABLATION_LABELS[c] for c in rows["condition"]])
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+        ax.set_ylabel("eval surprisal (bits/token)")
+        ax.set_title(f"{model}, {target} λ={lam}", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+CONDITION_LABELS = {
+    "full": "full model",
+    "subnetwork": "bigram subnetwork",
+    "full_minus_subnetwork": "full − subnetwork",
+    "random": "random, same counts",
+}
+LENS_PANELS = {
+    "out_corr": "next-token lens r",
+    "in_recall1": "current-token recall@1",
+    "out_rotation": "median rotation, map to last layer (°)",
+}
+
+
+def lens(summary: pd.DataFrame) -> Figure:
+    """Paper §7: per-layer next-token alignment, current-token retention and rotation, for each
+    condition, at each model's final checkpoint (means over seeds)."""
+    table = final_checkpoints(summary)
+    runs = list(table.groupby(["model", "lam"], sort=True))
+    figure, axes = plt.subplots(
+        len(runs), len(LENS_PANELS), figsize=(4 * len(LENS_PANELS), 3 * len(runs)), squeeze=False
+    )
+    for row_axes, ((model, lam), rows) in zip(axes, runs, strict=True):
+        for ax, (column, title) in zip(row_axes, LENS_PANELS.items(), strict=True):
+            for condition, label in CONDITION_LABELS.items():
+                of = rows[rows["condition"] == condition].sort_values("layer")
+                ax.errorbar(
+                    of["layer"], of[column], yerr=_error_bars(of, column), marker=".", label=label
+                )
+            ax.set_title(f"{model}, λ={lam}: {title}", fontsize=9)
+            ax.set_xlabel("layer")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def covariance(table: pd.DataFrame) -> Figure:
+    """Paper §7 heatmaps: layer × layer covariance similarity for the full model, the bigram
+    subnetwork and a random same-count subnetwork (final checkpoint, first seed)."""
+    table = final_checkpoints(table)
+    table = table[table["seed"] == table["seed"].min()]
+    runs = list(table.groupby(["model", "lam"], sort=True))
+    panels = ["full", "subnetwork", "random"]
+    figure, axes = plt.subplots(
+        len(runs), len(panels), figsize=(3.6 * len(panels), 3.2 * len(runs)), squeeze=False
+    )
+    image = None
+    for row_axes, ((model, lam), rows) in zip(axes, runs, strict=True):
+        for ax, condition in zip(row_axes, panels, strict=True):
+            of = rows[rows["condition"] == condition]
+            grid = of.pivot(index="layer_i", columns="layer_j", values="similarity")
+            image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="viridis", origin="lower")
+            ax.set_title(f"{model}, λ={lam}: {CONDITION_LABELS[condition]}", fontsize=9)
+            ax.set_xlabel("layer j")
+            ax.set_ylabel("layer i")
+    figure.tight_layout()
+    figure.colorbar(image, ax=axes.ravel().tolist(), label="covariance similarity", shrink=0.8)
+    return figure
+
+
+DYNAMICS_PANELS = {
+    "r_drop_inf": "bigram surprisal r (drop-inf)",
+    "kept_fraction": "kept fraction",
+    "first_mlp_share": "share of kept weights in the first MLP",
+}
+
+
+def dynamics(table: pd.DataFrame) -> Figure:
+    """Bigram subnetworks across pretraining: r, size and first-MLP share vs step (log axis;
+    step 0 is drawn at 1). Means over seeds."""
+    models = sorted(table["model"].unique())
+    figure, axes = plt.subplots(
+        max(len(models), 1),
+        len(DYNAMICS_PANELS),
+        figsize=(4 * len(DYNAMICS_PANELS), 3 * max(len(models), 1)),
+        squeeze=False,
+    )
+    means = table.groupby(["model", "lam", "step"], as_index=False)[list(DYNAMICS_PANELS)].mean()
+    for row_axes, model in zip(axes, models, strict=False):
+        for ax, (column, title) in zip(row_axes, DYNAMICS_PANELS.items(), strict=True):
+            for lam, rows in means[means["model"] == model].groupby("lam"):
+                ax.plot(rows["step"].clip(lower=1), rows[column], marker="o", label=f"λ={lam}")
+            ax.set_xscale("log")
+            if column == "kept_fraction":
+                ax.set_yscale("log")
+            ax.set_xlabel("pretraining step")
+            ax.set_title(f"{model}: {title}", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    if not models:
+        axes[0][0].text(0.5, 0.5, "no intermediate checkpoints configured", ha="center")
+    figure.tight_layout()
+    return figure
+
+
+def overlap(blocks: pd.DataFrame) -> Figure:
+    """Paper §6: weights shared by the bigram and optimal subnetworks per layer, attention and
+    MLP, against the count expected under the permutation null (first seed)."""
+    table = blocks[blocks["seed"] == blocks["seed"].min()].copy()
+    table["part"] = table["block"].str.startswith("attn").map({True: "attention", False: "MLP"})
+    pairs = list(table.groupby(["model", "bigram", "optimal"], sort=True))
+    figure, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 3.6), squeeze=False)
+    width = 0.2
+    for ax, ((model, bigram, optimal), rows) in zip(axes[0], pairs, strict=True):
+        sums = rows.groupby(["part", "layer"])[["n_both", "expected_both"]].sum()
+        for i, (part, color) in enumerate((("attention", "#3182bd"), ("MLP", "#d94701"))):
+            if part not in sums.index.get_level_values("part"):
+                continue
+            of = sums.loc[part]
+            x = of.index.to_numpy() + (2 * i - 1.5) * width
+            ax.bar(x, of["n_both"], width, color=color, label=f"{part}, actual")
+            ax.bar(
+                x + width,
+                of["expected_both"],
+                width,
+                color="white",
+                edgecolor=color,
+                hatch="//",
+                label=f"{part}, expected",
+            )
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_xticks(sorted(rows["layer"].unique()))
+        ax.set_xlabel("layer")
+        ax.set_ylabel("weights in both subnetworks")
+        ax.set_title(f"{model}: bigram λ={bigram} ∩ optimal λ={optimal}", fontsize=9)
+        ax.legend(fontsize=7)
     figure.tight_layout()
     return figure

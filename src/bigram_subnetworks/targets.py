@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bigrams import BigramModel
+from .runtime import autocast
 
 
 def truncate_logits(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -103,15 +104,28 @@ class _SoftTargetCrossEntropy(torch.autograd.Function):
 
 
 class TeacherTarget:
-    """The full model's own next-token distribution, detached (optimal-pruning baseline, §4)."""
+    """The full model's own next-token distribution, detached (optimal-pruning baseline, §4).
+
+    The teacher is the unmodified ``model``: masks applied by `masked_forward` substitute
+    parameters for one call only, so the same module serves as frozen teacher and masked student.
+    """
 
     def __init__(self, model: nn.Module, vocab_size: int) -> None:
         self.model = model
         self.vocab_size = vocab_size
 
     def cross_entropy(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(input_ids.device):
             teacher = self.model(input_ids=input_ids).logits
             p = F.softmax(truncate_logits(teacher, self.vocab_size).float(), dim=-1)
         log_q = F.log_softmax(truncate_logits(logits, self.vocab_size).float(), dim=-1)
         return -(p * log_q).sum(-1).mean()
+
+
+def make_target(kind: str, model: nn.Module, bigrams: BigramModel) -> Target:
+    """The training target by name: ``bigram`` (paper-spec §3) or ``optimal`` (§4)."""
+    if kind == "bigram":
+        return BigramTarget(bigrams, device=next(model.parameters()).device)
+    if kind == "optimal":
+        return TeacherTarget(model, bigrams.vocab_size)
+    raise ValueError(f"unknown target {kind!r}: expected 'bigram' or 'optimal'")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -248,3 +249,54 @@ def train_mask(
     history = pd.concat([t[1] for t in tried], ignore_index=True)
     mask, chosen_history, attempt, stable, reason = chosen
     return TrainResult(mask, history, attempt, len(chosen_history), stable, reason)
+
+
+SEARCH_COLUMNS = ("iteration", "lam", "n_kept", "deviation", "stable", "steps")
+
+
+@dataclass(frozen=True)
+class SizeMatch:
+    """The mask whose size is closest to the goal, the λ that produced it, and the search."""
+
+    result: TrainResult
+    lam: float
+    matched: bool
+    search: pd.DataFrame
+
+
+def match_size(
+    train: Callable[[float], TrainResult],
+    goal_kept: int,
+    bracket: tuple[float, float],
+    tolerance: float,
+    max_iterations: int,
+) -> SizeMatch:
+    """Bisect λ geometrically inside ``bracket`` until ``train(λ)`` keeps ``goal_kept`` weights
+    within a relative ``tolerance`` (beyond the paper, which compares subnetworks of whatever
+    sizes its chosen λ give). The kept count falls as λ grows, so a mask that keeps too many
+    moves the lower end up. The deviation is |kept − goal| / max(goal, 1), so an empty goal is
+    matched only by an empty mask. Returns the closest mask found, matched or not."""
+    if goal_kept < 0:
+        raise ValueError(f"cannot match a subnetwork of {goal_kept} weights")
+    low, high = bracket
+    if not 0 < low < high:
+        raise ValueError(f"bracket {bracket} must satisfy 0 < low < high")
+    rows, best = [], None
+    for iteration in range(max_iterations):
+        lam = math.sqrt(low * high)
+        result = train(lam)
+        kept = result.mask.n_kept
+        deviation = abs(kept - goal_kept) / max(goal_kept, 1)
+        rows.append((iteration, lam, kept, deviation, result.stable, result.steps))
+        log.info("size match %d: λ %.4g keeps %d (goal %d)", iteration, lam, kept, goal_kept)
+        if best is None or deviation < best[2]:
+            best = (result, lam, deviation)
+        if deviation <= tolerance:
+            break
+        if kept > goal_kept:
+            low = lam
+        else:
+            high = lam
+    result, lam, deviation = best
+    search = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
+    return SizeMatch(result, lam, deviation <= tolerance, search)

@@ -1,21 +1,29 @@
 # Validation, wildcard constraints and every input function: rule files hold rules only.
-from pathlib import Path
+import re
 
 from bigram_subnetworks import __version__
-from bigram_subnetworks.config import Grid, validate_config
+from bigram_subnetworks.config import SENTINELS, TARGETS, Grid, validate_config
 
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 GRID = Grid(config)
 MASK_JOBS = GRID.mask_jobs()
-MASK_DIR = "results/masks/{model}/{revision}/{target}/lam-{lam}"
+MASK_DIR = "results/masks/{model}/{revision}/{target}/lam-{lam}/seed-{seed}"
+OVERLAP_DIR = "results/overlap/{model}/{revision}/bigram-{bigram}/optimal-{optimal}/seed-{seed}"
+ABLATION_DIR = "results/ablation/{model}/{revision}/{target}/lam-{lam}/seed-{seed}"
+LENS_DIR = "results/lens/{model}/{revision}/lam-{lam}/seed-{seed}"
+# Configured λ labels and the sentinels: everything `train_mask` makes (not size-matched ones).
+TRAINED_LABELS = "|".join(map(re.escape, [*GRID.lambdas, *SENTINELS]))
 
 
 wildcard_constraints:
     model="|".join(GRID.models),
     tokenizer="|".join(GRID.tokenizers),
     revision=r"step\d+",
-    target="bigram",
-    lam="|".join([*GRID.lambdas, "full", "empty"]),
+    target="|".join(TARGETS),
+    lam="|".join(map(re.escape, [*GRID.lambdas, *SENTINELS, *GRID.matched_labels])),
+    bigram="|".join(map(re.escape, GRID.lambdas)),
+    optimal="|".join(map(re.escape, [*GRID.lambdas, *GRID.matched_labels])),
+    seed=r"\d+",
 
 
 def tokenizer_vocab_size(wildcards):
@@ -51,11 +59,58 @@ def pretrain_params(wildcards):
 
 
 def mask_training_params(wildcards):
-    return GRID.mask_training(wildcards.lam)
+    return GRID.mask_training(wildcards.lam, wildcards.seed)
+
+
+def size_matching_params(wildcards):
+    """Training settings (λ is searched) and the bisection settings."""
+    settings = GRID.mask_training(wildcards.bigram, wildcards.seed)
+    return {"training": settings, **GRID.size_matching()}
 
 
 def mask_outputs(name):
     return [f"{MASK_DIR}/{name}".format(**vars(job)) for job in MASK_JOBS]
+
+
+def overlap_outputs(name):
+    return [f"{OVERLAP_DIR}/{name}".format(**vars(job)) for job in GRID.overlap_jobs()]
+
+
+def ablation_outputs(name):
+    return [f"{ABLATION_DIR}/{name}".format(**vars(job)) for job in GRID.ablation_jobs()]
+
+
+def lens_outputs(name):
+    return [f"{LENS_DIR}/{name}".format(**vars(job)) for job in GRID.lens_jobs()]
+
+
+def mask_file(target, lam, name="mask.safetensors"):
+    """A mask file of the same model, revision and seed, for another target and λ."""
+
+    def path(wildcards):
+        return f"{MASK_DIR}/{name}".format(
+            model=wildcards.model,
+            revision=wildcards.revision,
+            target=target,
+            lam=getattr(wildcards, lam),
+            seed=wildcards.seed,
+        )
+
+    return path
+
+
+def control_seed(section):
+    """Seed of a random control subnetwork: the section's `random_seed` with the mask's seed, so
+    each mask seed gets its own control, reproducibly."""
+
+    def seed(wildcards):
+        return config[section]["random_seed"] * 1000 + int(wildcards.seed)
+
+    return seed
+
+
+def wants_fidelity(wildcards):
+    return wildcards.target == "optimal"
 
 
 def model_archs():
@@ -68,7 +123,3 @@ def eval_sequences_per_model():
 
 def models_of(name):
     return expand(f"results/models/{{model}}/{name}", model=GRID.models)
-
-
-def mask_lambda_value(wildcards):
-    return GRID.lambda_value(wildcards.lam)

@@ -1,59 +1,36 @@
-# Figures: each reads tidy tables only, so a figure tweak never retrains anything.
+# Figures: each reads one tidy table only, so a figure tweak never retrains anything. The
+# function `plots.<figure>` draws figure `<figure>` from the table listed here.
+FIGURE_TABLES = {
+    "r_vs_size": rules.collect_metrics.output.summary,
+    "kept_by_layer": rules.collect_metrics.output.layers,
+    "pretraining": rules.summarize_pretraining.output.table,
+    "overlap": rules.collect_overlap.output.blocks,
+    "ablation": rules.collect_ablation.output.summary,
+    "lens": rules.collect_lens.output.summary,
+    "covariance": rules.collect_lens.output.covariance,
+    "dynamics": rules.summarize_dynamics.output.table,
+}
 
 
-rule plot_r_vs_size:
+rule plot:
     input:
-        metrics=rules.collect_metrics.output.metrics,
+        table=lambda wildcards: FIGURE_TABLES[wildcards.figure],
     output:
-        png="results/figures/r_vs_size.png",
-        pdf="results/figures/r_vs_size.pdf",
+        png="results/figures/{figure}.png",
+        pdf="results/figures/{figure}.pdf",
     log:
-        "logs/plot_r_vs_size.log",
+        "logs/plot/{figure}.log",
+    wildcard_constraints:
+        figure="|".join(FIGURE_TABLES),
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
     script:
-        "../scripts/plot_r_vs_size.py"
-
-
-rule plot_kept_by_layer:
-    input:
-        layers=rules.collect_metrics.output.layers,
-    output:
-        png="results/figures/kept_by_layer.png",
-        pdf="results/figures/kept_by_layer.pdf",
-    log:
-        "logs/plot_kept_by_layer.log",
-    conda:
-        "../../envs/pipeline.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-    script:
-        "../scripts/plot_kept_by_layer.py"
-
-
-rule plot_pretraining:
-    input:
-        table=rules.summarize_pretraining.output.table,
-    output:
-        png="results/figures/pretraining.png",
-        pdf="results/figures/pretraining.pdf",
-    log:
-        "logs/plot_pretraining.log",
-    conda:
-        "../../envs/pipeline.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-    script:
-        "../scripts/plot_pretraining.py"
+        "../scripts/plot.py"
 
 
 rule figures_all:
     input:
-        rules.plot_r_vs_size.output,
-        rules.plot_kept_by_layer.output,
-        rules.plot_pretraining.output,
+        expand(rules.plot.output, figure=FIGURE_TABLES),

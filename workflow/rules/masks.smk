@@ -1,4 +1,5 @@
-# Bigram subnetworks: one mask per model × checkpoint × λ, its evaluation, and the tidy tables.
+# Subnetworks: one mask per model × checkpoint × target × λ × seed, its evaluation, and the
+# tidy tables. Targets: `bigram` (paper-spec §3) and `optimal` (the full model itself, §4).
 
 
 rule train_mask:
@@ -11,9 +12,11 @@ rule train_mask:
         history=f"{MASK_DIR}/history.tsv",
         meta=f"{MASK_DIR}/meta.json",
     log:
-        "logs/train_mask/{model}/{revision}/{target}/lam-{lam}.log",
+        "logs/train_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/train_mask/{model}/{revision}/{target}/lam-{lam}.tsv"
+        "results/benchmarks/train_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.tsv"
+    wildcard_constraints:
+        lam=TRAINED_LABELS,
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
@@ -27,9 +30,38 @@ rule train_mask:
         "../scripts/train_mask.py"
 
 
+rule match_mask_size:
+    input:
+        bigram_meta=mask_file("bigram", "bigram", "meta.json"),
+        checkpoints=rules.pretrain.output.checkpoints,
+        tokens=model_tokens("train"),
+        bigrams=model_bigrams,
+    output:
+        mask="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/mask.safetensors",
+        history="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/history.tsv",
+        meta="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/meta.json",
+        search="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/search.tsv",
+    log:
+        "logs/match_mask_size/{model}/{revision}/lam-match-{bigram}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/match_mask_size/{model}/{revision}/lam-match-{bigram}/seed-{seed}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=480,
+    params:
+        matching=size_matching_params,
+        version=__version__,
+    script:
+        "../scripts/match_mask_size.py"
+
+
 rule evaluate_mask:
     input:
-        mask=rules.train_mask.output.mask,
+        mask=f"{MASK_DIR}/mask.safetensors",
+        meta=f"{MASK_DIR}/meta.json",
         checkpoints=rules.pretrain.output.checkpoints,
         tokens=model_tokens("eval"),
         bigrams=model_bigrams,
@@ -37,9 +69,9 @@ rule evaluate_mask:
         metrics=f"{MASK_DIR}/metrics.json",
         layers=f"{MASK_DIR}/layers.tsv",
     log:
-        "logs/evaluate_mask/{model}/{revision}/{target}/lam-{lam}.log",
+        "logs/evaluate_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/evaluate_mask/{model}/{revision}/{target}/lam-{lam}.tsv"
+        "results/benchmarks/evaluate_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
@@ -47,7 +79,7 @@ rule evaluate_mask:
         mem_mb=4000,
     params:
         evaluation=config["evaluation"],
-        lam_value=mask_lambda_value,
+        fidelity=wants_fidelity,
         version=__version__,
     script:
         "../scripts/evaluate_mask.py"
@@ -59,6 +91,7 @@ rule collect_metrics:
         layers=mask_outputs("layers.tsv"),
     output:
         metrics="results/tables/metrics.tsv",
+        summary="results/tables/metrics_summary.tsv",
         layers="results/tables/layers.tsv",
     log:
         "logs/collect_metrics.log",
@@ -71,9 +104,3 @@ rule collect_metrics:
         archs=model_archs(),
     script:
         "../scripts/collect_metrics.py"
-
-
-rule tables_all:
-    input:
-        rules.collect_metrics.output,
-        rules.summarize_pretraining.output,

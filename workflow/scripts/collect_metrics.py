@@ -1,4 +1,5 @@
-"""Gather every mask's metrics and kept-per-block counts into two tidy tables."""
+"""Gather every mask's metrics and kept-per-block counts into tidy tables, with the mean and
+95% confidence interval of every metric across seeds."""
 
 import pandas as pd
 
@@ -7,6 +8,6 @@ from bigram_subnetworks import evaluation, io, logs
 logs.setup(snakemake.log[0])
 metrics = [io.read_json(path) for path in snakemake.input.metrics]
 layers = [pd.read_csv(path, sep="\t", dtype={"lam": str}) for path in snakemake.input.layers]
-metrics_table, layers_table = evaluation.collect_tables(metrics, layers, snakemake.params.archs)
-io.write_table(metrics_table, snakemake.output.metrics)
-io.write_table(layers_table, snakemake.output.layers)
+tables = evaluation.collect_tables(metrics, layers, snakemake.params.archs)
+for table, path in zip(tables, snakemake.output, strict=True):
+    io.write_table(table, path)

@@ -1,10 +1,9 @@
-"""Train one bigram subnetwork (or write a sentinel mask) for a model checkpoint and λ."""
+"""Train one subnetwork (or write a sentinel mask) for a model checkpoint, target, λ and seed."""
 
 import torch
 
-from bigram_subnetworks import corpus, io, logs, training
+from bigram_subnetworks import corpus, io, logs, targets, training
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
-from bigram_subnetworks.targets import BigramTarget
 
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -13,7 +12,7 @@ cfg = training.MaskTrainingConfig(**snakemake.params.training)
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
-target = BigramTarget(bigrams, device=model.device)
+target = targets.make_target(w.target, model, bigrams)
 result = training.fit_mask(model, target, tokens, cfg, label=w.lam)
 meta = io.provenance(
     rule="train_mask",

@@ -1,0 +1,460 @@
+"""Residual-stream analyses (paper-spec §7): activations, per-layer ridge lenses, rotations and the
+layer × layer covariance similarity.
+
+Activations come from forward pre-hooks on the unmodified Hugging Face model (never a copied
+forward). Conditions (full model, bigram subnetwork, complement, random subnetwork) are the caller's
+business: wrap the calls in ``masking.apply_mask``. The final LayerNorm and the (un)embeddings are
+never maskable, so the lens readouts below use the model's own modules in any masked state.
+
+Memory: `Activations` holds (L+1) float32 [n, d] arrays, 4·(L+1)·n·d bytes, e.g. Pythia-1B
+(d = 2048, L + 1 = 17) on 128k tokens is ~17.8 GB per token set, so fit and eval sets together need
+~36 GB. `collect_activations(max_tokens=...)` subsamples tokens while collecting. Fitting casts one
+layer (and the three targets) to float64 at a time: ~8 GB more at that size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import Ridge
+from torch import nn
+
+from .architectures import spec_for
+from .evaluation import ablation_masks, pearson
+from .masking import Mask, apply_mask
+from .targets import truncate_logits
+
+log = logging.getLogger(__name__)
+
+LN2 = math.log(2.0)
+MAX_NAN_FRACTION = 0.01  # paper-spec §7: abort if more than 1% of the tokens have NaN activations
+RECALL_AT = (1, 5, 10)
+MAP_TARGETS = ("in", "out", "secondlast")
+
+# Dotted paths of the block list and the final norm. This is a per-architecture fact and belongs in
+# `architectures.ArchSpec`; it lives here until that registry grows these two fields.
+_RESIDUAL_PATHS = {
+    "gpt_neox": ("gpt_neox.layers", "gpt_neox.final_layer_norm"),
+    "gpt2": ("transformer.h", "transformer.ln_f"),
+}
+
+
+def residual_modules(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+    """(transformer blocks in order, final LayerNorm) of a Hugging Face causal LM."""
+    blocks_path, norm_path = _RESIDUAL_PATHS[spec_for(model).name]
+    return list(model.get_submodule(blocks_path)), model.get_submodule(norm_path)
+
+
+@contextmanager
+def residual_hooks(model: nn.Module) -> Iterator[list[torch.Tensor | None]]:
+    """Capture the residual stream h_0..h_L of every forward pass run in the body.
+
+    Yields a list of L + 1 slots that each forward pass overwrites ([batch, pos, d], detached):
+    slot l < L is the input of block l (h_0 = the embedding output, h_l = the output of block
+    l − 1), slot L is the input of the final LayerNorm, i.e. the last state *before* the final LN
+    (paper-spec §7). Hugging Face's ``output_hidden_states`` cannot be used: in transformers 5 its
+    last entry is after the final LN for both GPT-2 and GPT-NeoX. The pre-hooks return None, so the
+    model's outputs are unchanged, and they are removed when the body exits, raising or not.
+    """
+    blocks, norm = residual_modules(model)
+    states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
+
+    def capture(index: int):
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            states[index] = hidden.detach()
+
+        return hook
+
+    handles = []
+    try:
+        for index, module in enumerate([*blocks, norm]):
+            handles.append(module.register_forward_pre_hook(capture(index), with_kwargs=True))
+        yield states
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Residual-stream states of one model state on a token set, one row per token.
+
+    layers: L + 1 float32 arrays [n, d]; layers[l] is h_l as defined in `residual_hooks`.
+    input_ids: [n] the current token. next_ids: [n] the actual next token, -1 at the last position
+    of a sequence. surprisal: [n] float32, −log2 p(next token) under the model's own output, NaN
+    where there is no next token. sequence, position: [n] where each row came from.
+    """
+
+    layers: tuple[np.ndarray, ...]
+    input_ids: np.ndarray
+    next_ids: np.ndarray
+    surprisal: np.ndarray
+    sequence: np.ndarray
+    position: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_blocks(self) -> int:
+        """L: the index of the last (pre-final-LN) layer."""
+        return len(self.layers) - 1
+
+    @property
+    def has_next(self) -> np.ndarray:
+        return self.next_ids >= 0
+
+    def subset(self, rows: np.ndarray) -> Activations:
+        """The given rows (indices or a boolean mask), in every field."""
+        return Activations(
+            tuple(layer[rows] for layer in self.layers),
+            self.input_ids[rows],
+            self.next_ids[rows],
+            self.surprisal[rows],
+            self.sequence[rows],
+            self.position[rows],
+        )
+
+
+@torch.no_grad()
+def collect_activations(
+    model: nn.Module,
+    tokens: np.ndarray,
+    vocab_size: int,
+    batch_size: int,
+    max_tokens: int | None = None,
+    seed: int = 0,
+) -> Activations:
+    """Run ``tokens`` ([n_seq, T] ids) through ``model`` and keep h_0..h_L of every position.
+
+    With ``max_tokens``, a uniform random subset of that many (sequence, position) pairs is kept
+    (without replacement, the same rows for every layer), so memory scales with ``max_tokens``.
+    The model's own next-token surprisal uses logits truncated to ``vocab_size``. Tokens whose
+    activations are not finite in any layer are dropped; more than 1% of them is an error
+    (paper-spec §7; ablated models can overflow).
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n_seq, seq_len = tokens.shape
+    total = n_seq * seq_len
+    if max_tokens is not None and max_tokens < total:
+        rng = np.random.default_rng(seed)
+        keep = np.zeros(total, dtype=bool)
+        keep[rng.choice(total, size=max_tokens, replace=False)] = True
+    else:
+        keep = np.ones(total, dtype=bool)
+    keep = keep.reshape(n_seq, seq_len)
+    n_keep = int(keep.sum())
+
+    device = next(model.parameters()).device
+    d = model.get_input_embeddings().weight.shape[1]
+    n_layers = len(residual_modules(model)[0]) + 1
+    layers = [np.empty((n_keep, d), dtype=np.float32) for _ in range(n_layers)]
+    finite = np.ones(n_keep, dtype=bool)
+    surprisal = np.full((n_seq, seq_len), np.nan, dtype=np.float32)
+
+    was_training = model.training
+    model.eval()
+    row = 0
+    try:
+        with residual_hooks(model) as states:
+            for start in range(0, n_seq, batch_size):
+                ids = torch.from_numpy(tokens[start : start + batch_size]).to(device)
+                logits = truncate_logits(model(input_ids=ids).logits, vocab_size).float()
+                log_q = F.log_softmax(logits[:, :-1], dim=-1)
+                nats = -log_q.gather(-1, ids[:, 1:, None]).squeeze(-1)
+                surprisal[start : start + len(ids), :-1] = (nats / LN2).cpu().numpy()
+                selected = torch.from_numpy(keep[start : start + len(ids)].ravel()).to(device)
+                n = int(selected.sum())
+                for layer, state in zip(layers, states, strict=True):
+                    flat = state.reshape(-1, d)[selected].float()
+                    finite[row : row + n] &= torch.isfinite(flat).all(-1).cpu().numpy()
+                    layer[row : row + n] = flat.cpu().numpy()
+                row += n
+    finally:
+        model.train(was_training)
+
+    sequence, position = np.nonzero(keep)  # row-major, the order rows were filled in
+    next_ids = np.full((n_seq, seq_len), -1, dtype=np.int64)
+    next_ids[:, :-1] = tokens[:, 1:]
+    acts = Activations(
+        tuple(layers),
+        tokens[sequence, position],
+        next_ids[sequence, position],
+        surprisal[sequence, position],
+        sequence,
+        position,
+    )
+    n_bad = n_keep - int(finite.sum())
+    if n_bad:
+        log.warning("%d of %d tokens have non-finite activations; dropped", n_bad, n_keep)
+        if n_bad > MAX_NAN_FRACTION * n_keep:
+            raise ValueError(
+                f"{n_bad} of {n_keep} tokens have non-finite activations "
+                f"(more than {MAX_NAN_FRACTION:.0%}, paper-spec §7)"
+            )
+        acts = acts.subset(finite)
+    log.info("collected %d tokens × %d layers × %d dims", acts.n_tokens, n_layers, d)
+    return acts
+
+
+@dataclass(frozen=True)
+class LinearMap:
+    """An affine map y = W x + b on column vectors, i.e. Y = X Wᵀ + b on rows of X.
+
+    ``coef`` is W, [d_out, d_in]: sklearn's ``coef_`` layout ([targets, features]). ``intercept``
+    is b, [d_out]. Both float64.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, np.float64) @ self.coef.T + self.intercept
+
+
+def fit_linear_maps(
+    x: np.ndarray, targets: Mapping[str, np.ndarray], alpha: float = 1.0
+) -> dict[str, LinearMap]:
+    """Ridge maps x → each target: argmin_W,b ‖Y − X Wᵀ − b‖² + α‖W‖² (paper-spec §7).
+
+    One ``Ridge(alpha, fit_intercept=True)`` is fitted on the column-stacked targets. Ridge with a
+    shared α decouples over target columns, so this equals one fit per target, and XᵀX is formed
+    once. Inputs are cast to float64 (residual streams have outlier dimensions that make XᵀX
+    badly conditioned in float32).
+    """
+    names = list(targets)
+    widths = [targets[name].shape[1] for name in names]
+    y = np.concatenate([np.asarray(targets[name], np.float64) for name in names], axis=1)
+    reg = Ridge(alpha=alpha, fit_intercept=True).fit(np.asarray(x, np.float64), y)
+    bounds = np.cumsum([0, *widths])
+    return {
+        name: LinearMap(reg.coef_[lo:hi], np.asarray(reg.intercept_[lo:hi]))
+        for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
+    }
+
+
+def eigen_rotations(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(|arg λ_k| in degrees, |λ_k|) for every eigenvalue λ_k of a square map W (paper-spec §7).
+
+    A real map's complex eigenvalues come in conjugate pairs; each pair rotates one 2-D invariant
+    plane by arg λ and scales it by |λ|. Negative real eigenvalues count as 180°. W and Wᵀ have the
+    same eigenvalues, so the result does not depend on the row/column convention.
+    """
+    eigenvalues = np.linalg.eigvals(np.asarray(coef, np.float64))
+    return np.abs(np.angle(eigenvalues, deg=True)), np.abs(eigenvalues)
+
+
+def rotation_summary(coef: np.ndarray) -> tuple[float, float]:
+    """(median rotation in degrees, median scaling) over all d eigenvalues, as the reference."""
+    angles, moduli = eigen_rotations(coef)
+    return float(np.median(angles)), float(np.median(moduli))
+
+
+def token_embeddings(model: nn.Module, ids: np.ndarray) -> np.ndarray:
+    """The raw input embedding E[ids] ([n, d] float32): no position embedding, no dropout."""
+    weight = model.get_input_embeddings().weight.detach()
+    index = torch.from_numpy(np.asarray(ids, np.int64)).to(weight.device)
+    return weight[index].float().cpu().numpy()
+
+
+def fit_lens(
+    train: Activations,
+    evaluation: Activations,
+    model: nn.Module,
+    vocab_size: int,
+    alpha: float = 1.0,
+    batch_tokens: int = 1024,
+) -> pd.DataFrame:
+    """Fit the per-layer maps on ``train`` and score them on ``evaluation`` (paper-spec §7).
+
+    For each layer l = 0..L, ridge maps from h_l to h_L ("out", pre-LN), h_{L−1} ("secondlast")
+    and the current token's input embedding ("in"). One row per layer, columns:
+
+    - ``out_corr``: Pearson r between the lens surprisal −log2 softmax(U·LN(W_out h_l + b))[next]
+      (the model's own final LN and unembedding U, logits truncated to ``vocab_size``) and the
+      model's own output surprisal, over tokens that have a next token.
+    - ``out_xent``: mean −ln q_lens(next token), nats. ``out_xent_model``: mean cross-entropy
+      −Σ_v p_model(v) ln q_lens(v) against the model's own output distribution, nats (the
+      reference's ``out_xent``), over the same tokens.
+    - ``in_recall{1,5,10}``: fraction of tokens whose current token ranks < k under the logits
+      E·(W_in h_l + b), E the input embedding (no LN; Pythia's untied embed_in, GPT-2's tied wte),
+      rows truncated to ``vocab_size``; rank = #tokens with a strictly larger logit.
+      ``in_surprisal``: mean −log2 softmax of those logits at the current token, bits.
+    - ``{in,out,secondlast}_{rotation,scaling}``: `rotation_summary` of each map's W.
+    - ``n_fit``, ``n_eval``: token counts.
+    """
+    top = train.n_blocks
+    if top < 1 or evaluation.n_blocks != top:
+        raise ValueError("train and eval activations need the same L ≥ 1 layers")
+    targets = {
+        "out": train.layers[top],
+        "secondlast": train.layers[top - 1],
+        "in": token_embeddings(model, train.input_ids),
+    }
+    maps = []
+    for layer in range(top + 1):
+        maps.append(fit_linear_maps(train.layers[layer], targets, alpha))
+        log.info("layer %d: fitted ridge maps on %d tokens", layer, train.n_tokens)
+    rows = _score_maps(maps, evaluation, model, vocab_size, batch_tokens)
+    for layer, (row, layer_maps) in enumerate(zip(rows, maps, strict=True)):
+        row.update(layer=layer, n_fit=train.n_tokens, n_eval=evaluation.n_tokens)
+        for name in MAP_TARGETS:
+            row[f"{name}_rotation"], row[f"{name}_scaling"] = rotation_summary(
+                layer_maps[name].coef
+            )
+    table = pd.DataFrame(rows)
+    first = ["layer", "n_fit", "n_eval"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+@torch.no_grad()
+def _score_maps(
+    maps: list[dict[str, LinearMap]],
+    acts: Activations,
+    model: nn.Module,
+    vocab_size: int,
+    batch_tokens: int,
+) -> list[dict[str, float]]:
+    """Lens metrics of every layer's maps on ``acts``; token chunks outer so that the model's own
+    distribution is computed once per chunk."""
+    _, norm = residual_modules(model)
+    unembed = model.get_output_embeddings()
+    weight = unembed.weight
+    device, dtype = weight.device, weight.dtype
+    embed_in = model.get_input_embeddings().weight.detach()[:vocab_size].float()
+
+    def to_device(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+    def lens_log_probs(h: torch.Tensor) -> torch.Tensor:
+        logits = unembed(norm(h.to(dtype)))
+        return F.log_softmax(truncate_logits(logits, vocab_size).float(), dim=-1)
+
+    def affine(m: LinearMap) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_device(m.coef.astype(np.float32)), to_device(m.intercept.astype(np.float32))
+
+    out_maps = [affine(m["out"]) for m in maps]
+    in_maps = [affine(m["in"]) for m in maps]
+    top = acts.n_blocks
+    n_next = int(acts.has_next.sum())
+    lens_bits = [[] for _ in maps]
+    sums = [dict.fromkeys(("out_xent", "out_xent_model", "in_surprisal"), 0.0) for _ in maps]
+    hits = [dict.fromkeys(RECALL_AT, 0) for _ in maps]
+
+    for start in range(0, acts.n_tokens, batch_tokens):
+        chunk = slice(start, start + batch_tokens)
+        ids = to_device(acts.input_ids[chunk])
+        has_next = to_device(acts.has_next[chunk])
+        next_ids = to_device(acts.next_ids[chunk])[has_next]
+        model_log_p = lens_log_probs(to_device(acts.layers[top][chunk])[has_next])
+        for layer, (sum_, hit) in enumerate(zip(sums, hits, strict=True)):
+            h = to_device(acts.layers[layer][chunk])
+            (w_out, b_out), (w_in, b_in) = out_maps[layer], in_maps[layer]
+            # next-token lens: "out" map → final LN → unembedding
+            log_q = lens_log_probs(h[has_next] @ w_out.T + b_out)
+            nats = -log_q.gather(-1, next_ids[:, None]).squeeze(-1)
+            lens_bits[layer].append((nats / LN2).cpu().numpy())
+            sum_["out_xent"] += float(nats.sum())
+            sum_["out_xent_model"] += float(-(model_log_p.exp() * log_q).sum())
+            # current-token recall: "in" map (no LN) → input embedding
+            logits = (h @ w_in.T + b_in) @ embed_in.T
+            true = logits.gather(-1, ids[:, None])
+            rank = (logits > true).sum(-1)
+            for k in RECALL_AT:
+                hit[k] += int((rank < k).sum())
+            log_r = F.log_softmax(logits, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
+            sum_["in_surprisal"] += float(-log_r.sum()) / LN2
+
+    own_bits = acts.surprisal[acts.has_next]
+    rows = []
+    for bits, sum_, hit in zip(lens_bits, sums, hits, strict=True):
+        row = {
+            "out_corr": pearson(np.concatenate(bits), own_bits),
+            "out_xent": sum_["out_xent"] / n_next,
+            "out_xent_model": sum_["out_xent_model"] / n_next,
+        }
+        row.update({f"in_recall{k}": hit[k] / acts.n_tokens for k in RECALL_AT})
+        row["in_surprisal"] = sum_["in_surprisal"] / acts.n_tokens
+        rows.append(row)
+    return rows
+
+
+def layer_covariances(acts: Activations, chunk: int = 16384) -> np.ndarray:
+    """Σ_l = X̃_lᵀ X̃_l / n for every layer, X̃_l the token-centred states: [L+1, d, d] float64.
+
+    Accumulated over row chunks in float64, so no float64 copy of a whole layer is made.
+    """
+    d = acts.layers[0].shape[1]
+    out = np.zeros((len(acts.layers), d, d))
+    for index, layer in enumerate(acts.layers):
+        mean = layer.mean(axis=0, dtype=np.float64)
+        for start in range(0, len(layer), chunk):
+            centred = layer[start : start + chunk].astype(np.float64) - mean
+            out[index] += centred.T @ centred
+    return out / acts.n_tokens
+
+
+def covariance_similarity(acts: Activations) -> pd.DataFrame:
+    """Cosine similarity of layer covariances for every pair of layers (paper-spec §7, metric 4).
+
+    sim(i, j) = ⟨Σ_i, Σ_j⟩_F / (‖Σ_i‖_F ‖Σ_j‖_F), ⟨A, B⟩_F = Σ_ab A_ab B_ab = tr(Aᵀ B), with
+    Σ_l = X̃_lᵀ X̃_l / n the centred covariance over tokens ([d, d], float64). The d×d matrices
+    are formed once per layer (O(n d²)); each pair then costs O(d²). This is not linear CKA, whose
+    numerator ‖X̃_iᵀ X̃_j‖_F² = tr(X̃_i X̃_iᵀ X̃_j X̃_jᵀ) compares token Gram matrices instead of
+    feature covariances. Symmetric, 1 on the diagonal, and in [0, 1] (covariances are PSD).
+
+    Returns a tidy table with columns layer_i, layer_j, similarity, all (L+1)² ordered pairs.
+    """
+    sigma = layer_covariances(acts).reshape(len(acts.layers), -1)
+    norms = np.linalg.norm(sigma, axis=1)
+    similarity = (sigma @ sigma.T) / np.outer(norms, norms)
+    n = len(similarity)
+    layer_i, layer_j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return pd.DataFrame(
+        {"layer_i": layer_i.ravel(), "layer_j": layer_j.ravel(), "similarity": similarity.ravel()}
+    )
+
+
+# Paper-spec §7 runs the full model, the bigram subnetwork and its complement; the covariance
+# figure adds a random subnetwork with the same count per matrix (evaluation.ablation_masks).
+LENS_CONDITIONS = ("full", "subnetwork", "full_minus_subnetwork", "random")
+
+
+def analyze_conditions(
+    model: nn.Module,
+    mask: Mask,
+    fit_tokens: np.ndarray,
+    eval_tokens: np.ndarray,
+    vocab_size: int,
+    batch_size: int,
+    seed: int,
+    alpha: float = 1.0,
+    max_tokens: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`fit_lens` and `covariance_similarity` (on the eval activations) for every condition in
+    `LENS_CONDITIONS`; both tables gain a ``condition`` column."""
+    conditions = ablation_masks(mask, seed)
+    lens_tables, covariance_tables = [], []
+    for condition in LENS_CONDITIONS:
+        with apply_mask(model, conditions[condition]):
+            fit = collect_activations(model, fit_tokens, vocab_size, batch_size, max_tokens, seed)
+            held_out = collect_activations(
+                model, eval_tokens, vocab_size, batch_size, max_tokens, seed
+            )
+            lens_tables.append(fit_lens(fit, held_out, model, vocab_size, alpha))
+        covariance_tables.append(covariance_similarity(held_out))
+        log.info("condition %s done", condition)
+    return (
+        pd.concat(lens_tables, keys=LENS_CONDITIONS, names=["condition"]).reset_index(0),
+        pd.concat(covariance_tables, keys=LENS_CONDITIONS, names=["condition"]).reset_index(0),
+    )

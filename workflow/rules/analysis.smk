@@ -1,0 +1,174 @@
+# Analyses of trained subnetworks: overlap of bigram and optimal subnetworks with a permutation
+# null (paper-spec §6), ablations with generations (§5), residual-stream analyses (§7), and the
+# training dynamics of bigram subnetworks across pretraining checkpoints.
+
+
+rule overlap:
+    input:
+        bigram=mask_file("bigram", "bigram"),
+        optimal=mask_file("optimal", "optimal"),
+        checkpoints=rules.pretrain.output.checkpoints,
+    output:
+        summary=f"{OVERLAP_DIR}/overlap.json",
+        blocks=f"{OVERLAP_DIR}/blocks.tsv",
+    log:
+        "logs/overlap/{model}/{revision}/bigram-{bigram}/optimal-{optimal}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/overlap/{model}/{revision}/bigram-{bigram}/optimal-{optimal}/seed-{seed}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+    params:
+        overlap=config["overlap"],
+        version=__version__,
+    script:
+        "../scripts/overlap.py"
+
+
+rule collect_overlap:
+    input:
+        summaries=overlap_outputs("overlap.json"),
+        blocks=overlap_outputs("blocks.tsv"),
+    output:
+        overlap="results/tables/overlap.tsv",
+        summary="results/tables/overlap_summary.tsv",
+        blocks="results/tables/overlap_blocks.tsv",
+    log:
+        "logs/collect_overlap.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        archs=model_archs(),
+    script:
+        "../scripts/collect_overlap.py"
+
+
+rule ablation:
+    input:
+        mask=f"{MASK_DIR}/mask.safetensors",
+        checkpoints=rules.pretrain.output.checkpoints,
+        tokens=model_tokens("eval"),
+        bigrams=model_bigrams,
+    output:
+        ablation=f"{ABLATION_DIR}/ablation.tsv",
+        generations=f"{ABLATION_DIR}/generations.tsv",
+    log:
+        "logs/ablation/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/ablation/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        ablation=config["ablation"],
+        evaluation=config["evaluation"],
+        control_seed=control_seed("ablation"),
+        version=__version__,
+    script:
+        "../scripts/ablation.py"
+
+
+rule collect_ablation:
+    input:
+        ablations=ablation_outputs("ablation.tsv"),
+        generations=ablation_outputs("generations.tsv"),
+    output:
+        ablation="results/tables/ablation.tsv",
+        summary="results/tables/ablation_summary.tsv",
+        generations="results/tables/generations.tsv",
+    log:
+        "logs/collect_ablation.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        archs=model_archs(),
+    script:
+        "../scripts/collect_ablation.py"
+
+
+rule lens:
+    input:
+        mask=mask_file("bigram", "lam"),
+        checkpoints=rules.pretrain.output.checkpoints,
+        train=model_tokens("train"),
+        eval=model_tokens("eval"),
+        bigrams=model_bigrams,
+    output:
+        lens=f"{LENS_DIR}/lens.tsv",
+        covariance=f"{LENS_DIR}/covariance.tsv",
+    log:
+        "logs/lens/{model}/{revision}/lam-{lam}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/lens/{model}/{revision}/lam-{lam}/seed-{seed}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    params:
+        settings=config["residual_stream"],
+        control_seed=control_seed("residual_stream"),
+        version=__version__,
+    script:
+        "../scripts/lens.py"
+
+
+rule collect_lens:
+    input:
+        lens=lens_outputs("lens.tsv"),
+        covariance=lens_outputs("covariance.tsv"),
+    output:
+        lens="results/tables/lens.tsv",
+        summary="results/tables/lens_summary.tsv",
+        covariance="results/tables/covariance.tsv",
+    log:
+        "logs/collect_lens.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        archs=model_archs(),
+    script:
+        "../scripts/collect_lens.py"
+
+
+rule summarize_dynamics:
+    input:
+        metrics=rules.collect_metrics.output.metrics,
+        layers=rules.collect_metrics.output.layers,
+    output:
+        table="results/tables/dynamics.tsv",
+    log:
+        "logs/summarize_dynamics.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        lambdas=config["bigram_masks"]["intermediate"],
+    script:
+        "../scripts/summarize_dynamics.py"
+
+
+rule tables_all:
+    input:
+        rules.collect_metrics.output,
+        rules.summarize_pretraining.output,
+        rules.collect_overlap.output,
+        rules.collect_ablation.output,
+        rules.collect_lens.output,
+        rules.summarize_dynamics.output,

@@ -1,0 +1,29 @@
+"""Ablation of one subnetwork: eval surprisal and generated text for the five conditions."""
+
+import torch
+
+from bigram_subnetworks import corpus, evaluation, io, logs, tokenizer
+from bigram_subnetworks.bigrams import BigramCounts, BigramModel
+from bigram_subnetworks.masking import Mask
+
+logs.setup(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+w = snakemake.wildcards
+settings = snakemake.params.ablation
+evaluation_settings = snakemake.params.evaluation
+vocab_size = BigramModel(BigramCounts.load(snakemake.input.bigrams)).vocab_size
+tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=vocab_size)
+tokens = tokens[: evaluation_settings["max_sequences"]]
+batch_size = evaluation_settings["batch_size"]
+checkpoint = f"{snakemake.input.checkpoints}/{w.revision}"
+model = io.load_model(checkpoint)
+mask = Mask.load(snakemake.input.mask)
+mask.check_matches(model, source=snakemake.input.mask)
+seed = snakemake.params.control_seed
+table = evaluation.ablation(model, mask, tokens, vocab_size, batch_size, seed)
+texts = evaluation.generations(
+    model, tokenizer.load_tokenizer(checkpoint), mask, seed, **settings["generation"]
+)
+identity = {**w, "seed": int(w.seed)}
+io.write_table(table.assign(**identity), snakemake.output.ablation)
+io.write_table(texts.assign(**identity), snakemake.output.generations)

@@ -1,0 +1,20 @@
+"""Gather the ablations into tidy tables (per seed, and mean with 95% CI across seeds) and
+the generated texts."""
+
+from functools import partial
+
+import pandas as pd
+
+from bigram_subnetworks import evaluation, io, logs
+
+logs.setup(snakemake.log[0])
+archs = snakemake.params.archs
+read = partial(pd.read_csv, sep="\t", dtype={"lam": str}, keep_default_na=False)
+ablation = evaluation.tidy(pd.concat(map(read, snakemake.input.ablations)), archs)
+keys = ["model", "arch", "revision", "step", "target", "lam", "condition"]
+values = ["n_kept", "mean_surprisal_bits", "std_surprisal_bits"]
+summary = evaluation.summarize_seeds(ablation, keys, values)
+texts = evaluation.tidy(pd.concat(map(read, snakemake.input.generations)), archs)
+io.write_table(ablation, snakemake.output.ablation)
+io.write_table(summary, snakemake.output.summary)
+io.write_table(texts, snakemake.output.generations)

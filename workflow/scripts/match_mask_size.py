@@ -1,0 +1,37 @@
+"""Train the optimal subnetwork whose size matches a bigram subnetwork's, bisecting λ."""
+
+import dataclasses
+
+import torch
+
+from bigram_subnetworks import corpus, io, logs, targets, training
+from bigram_subnetworks.bigrams import BigramCounts, BigramModel
+
+logs.setup(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+w = snakemake.wildcards
+matching = snakemake.params.matching
+cfg = training.MaskTrainingConfig(**matching["training"])
+goal = io.read_json(snakemake.input.bigram_meta)["n_kept"]
+bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
+tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
+model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
+target = targets.make_target("optimal", model, bigrams)
+found = training.match_size(
+    lambda lam: training.train_mask(model, target, tokens, dataclasses.replace(cfg, lam=lam)),
+    goal,
+    tuple(matching["bracket"]),
+    matching["tolerance"],
+    matching["max_iterations"],
+)
+result = found.result
+meta = io.provenance(
+    rule="match_mask_size", **w, target="optimal", lam=f"match-{w.bigram}", lam_value=found.lam,
+    matched=found.matched, goal_n_kept=goal, matching=matching, attempt=result.attempt,
+    steps=result.steps, stable=result.stable, outcome=result.reason,
+    n_kept=result.mask.n_kept, n_total=result.mask.n_total,
+)  # fmt: skip
+result.mask.save(snakemake.output.mask, meta=meta)
+io.write_table(result.history, snakemake.output.history)
+io.write_table(found.search, snakemake.output.search)
+io.write_json(meta, snakemake.output.meta)
