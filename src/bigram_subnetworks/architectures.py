@@ -32,11 +32,15 @@ class BlockSlice:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Per-architecture facts. ``kinds`` maps a weight's role to its anchored name pattern."""
+    """Per-architecture facts. ``kinds`` maps a weight's role to its anchored name pattern;
+    ``blocks_path`` and ``final_norm_path`` locate the transformer blocks and the final LayerNorm
+    (the residual-stream hooks, paper-spec §7)."""
 
     name: str
     model_type: str
     kinds: dict[str, re.Pattern[str]]
+    blocks_path: str
+    final_norm_path: str
 
     def match(self, name: str) -> tuple[int, str] | None:
         """(layer, kind) for a maskable parameter name, None for everything else."""
@@ -64,6 +68,8 @@ GPT_NEOX = ArchSpec(
         mlp_in="mlp.dense_h_to_4h",
         mlp_out="mlp.dense_4h_to_h",
     ),
+    blocks_path="gpt_neox.layers",
+    final_norm_path="gpt_neox.final_layer_norm",
 )
 GPT2 = ArchSpec(
     name="gpt2",
@@ -75,6 +81,8 @@ GPT2 = ArchSpec(
         mlp_in="mlp.c_fc",
         mlp_out="mlp.c_proj",
     ),
+    blocks_path="transformer.h",
+    final_norm_path="transformer.ln_f",
 )
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for spec in (GPT_NEOX, GPT2)}
 

@@ -39,18 +39,11 @@ MAX_NAN_FRACTION = 0.01  # paper-spec §7: abort if more than 1% of the tokens h
 RECALL_AT = (1, 5, 10)
 MAP_TARGETS = ("in", "out", "secondlast")
 
-# Dotted paths of the block list and the final norm. This is a per-architecture fact and belongs in
-# `architectures.ArchSpec`; it lives here until that registry grows these two fields.
-_RESIDUAL_PATHS = {
-    "gpt_neox": ("gpt_neox.layers", "gpt_neox.final_layer_norm"),
-    "gpt2": ("transformer.h", "transformer.ln_f"),
-}
-
 
 def residual_modules(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
     """(transformer blocks in order, final LayerNorm) of a Hugging Face causal LM."""
-    blocks_path, norm_path = _RESIDUAL_PATHS[spec_for(model).name]
-    return list(model.get_submodule(blocks_path)), model.get_submodule(norm_path)
+    spec = spec_for(model)
+    return list(model.get_submodule(spec.blocks_path)), model.get_submodule(spec.final_norm_path)
 
 
 @contextmanager
