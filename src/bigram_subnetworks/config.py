@@ -227,17 +227,6 @@ class OverlapJob:
 
 
 @dataclass(frozen=True)
-class AblationJob:
-    """One subnetwork's ablation and generations at a model's final checkpoint, for one seed."""
-
-    model: str
-    revision: str
-    target: str
-    lam: str
-    seed: int
-
-
-@dataclass(frozen=True)
 class LensJob:
     """One bigram subnetwork's residual-stream analyses at one checkpoint, for one seed."""
 
@@ -302,11 +291,10 @@ class Grid:
             for s in self.seeds
         ]
 
-    def ablation_jobs(self) -> list[AblationJob]:
+    def ablation_jobs(self) -> list[MaskJob]:
+        """The masks whose ablation and generations are run (at the final checkpoint)."""
         return [
-            AblationJob(
-                run["model"], self.final_revision(run["model"]), run["target"], run["lam"], s
-            )
+            MaskJob(run["model"], self.final_revision(run["model"]), run["target"], run["lam"], s)
             for run in self.config["ablation"]["runs"]
             for s in self.seeds
         ]
@@ -321,10 +309,14 @@ class Grid:
             jobs += [LensJob(model, r, run["lam"], s) for r in revisions for s in self.seeds]
         return jobs
 
+    def mask_training_settings(self, seed: int | str) -> dict[str, Any]:
+        """Keyword arguments of `MaskTrainingConfig` for one seed, all but λ."""
+        settings = {k: v for k, v in self.config["mask_training"].items() if k != "seeds"}
+        return {**settings, "seed": int(seed)}
+
     def mask_training(self, lam: str, seed: int | str) -> dict[str, Any]:
         """Keyword arguments of `MaskTrainingConfig` for one configured λ label and seed."""
-        settings = {k: v for k, v in self.config["mask_training"].items() if k != "seeds"}
-        return {**settings, "lam": self.lambda_value(lam), "seed": int(seed)}
+        return {**self.mask_training_settings(seed), "lam": self.lambda_value(lam)}
 
     def size_matching(self) -> dict[str, Any]:
         """Bisection settings of the size-matched optimal subnetworks."""

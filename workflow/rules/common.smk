@@ -63,8 +63,8 @@ def mask_training_params(wildcards):
 
 
 def size_matching_params(wildcards):
-    """Training settings (λ is searched) and the bisection settings."""
-    settings = GRID.mask_training(wildcards.bigram, wildcards.seed)
+    """Training settings without λ (it is searched) and the bisection settings."""
+    settings = GRID.mask_training_settings(wildcards.seed)
     return {"training": settings, **GRID.size_matching()}
 
 

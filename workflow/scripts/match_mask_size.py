@@ -1,7 +1,5 @@
 """Train the optimal subnetwork whose size matches a bigram subnetwork's, bisecting λ."""
 
-import dataclasses
-
 import torch
 
 from bigram_subnetworks import corpus, io, logs, targets, training
@@ -11,14 +9,15 @@ logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 w = snakemake.wildcards
 matching = snakemake.params.matching
-cfg = training.MaskTrainingConfig(**matching["training"])
 goal = io.read_json(snakemake.input.bigram_meta)["n_kept"]
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
 target = targets.make_target("optimal", model, bigrams)
 found = training.match_size(
-    lambda lam: training.train_mask(model, target, tokens, dataclasses.replace(cfg, lam=lam)),
+    lambda lam: training.train_mask(
+        model, target, tokens, training.MaskTrainingConfig(**matching["training"], lam=lam)
+    ),
     goal,
     tuple(matching["bracket"]),
     matching["tolerance"],
