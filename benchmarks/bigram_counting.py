@@ -2,11 +2,13 @@
 
 Data: 50M synthetic Zipf tokens over V = 50,304 as [n, 128] uint32 sequences, and the embedded
 default corpus (Python docs, byte-level BPE 4096, seq 128). Variants, timed interleaved:
-  ours     `BigramCounts.count` (sorted pair codes per chunk -> CSR), whole array.
+  ours     `BigramCounts.count(threads=2)` (sorted pair codes per chunk -> CSR), whole array.
   loop     the reference `NGramModel` counting loop (np.roll window, tuple keys,
            defaultdict(Counter)), on a 1M-token prefix.
   counter  `collections.Counter` over (context, next) pairs, on the same prefix.
-  floor    one `np.bincount` pass over the whole array (the memory-bandwidth floor).
+  floor    one plain NumPy pass over the whole array, `tokens.sum()` (the memory-bandwidth
+           floor: reading every token once).
+  bincount `np.bincount` over the whole array: a one-pass histogram of single tokens, for scale.
 Peak memory of ours at 50M tokens is the max RSS of a child process that memory-maps a .npy
 (as the pipeline does) and counts it. Why: DESIGN "Bigram counting is vectorized and streams".
 """
@@ -20,7 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from _common import QUICK, emit, interleaved, log, median, setup, zipf_tokens
+from _common import QUICK, THREADS, emit, interleaved, log, median, setup, zipf_tokens
 
 from bigram_subnetworks.bigrams import BigramCounts
 
@@ -34,7 +36,7 @@ import sys, numpy as np
 from bigram_subnetworks.bigrams import BigramCounts
 tokens = np.load(sys.argv[1], mmap_mode="r")
 if sys.argv[2] == "count":
-    counts = BigramCounts.count(tokens, int(sys.argv[3]))
+    counts = BigramCounts.count(tokens, int(sys.argv[3]), threads=int(sys.argv[4]))
 else:
     int(np.asarray(tokens).sum())
 status = open("/proc/self/status").read().split("VmHWM:")[1]
@@ -67,7 +69,7 @@ def peak_rss_mb(path: Path, mode: str) -> float:
     The child reports its own VmHWM: getrusage(RUSAGE_CHILDREN).ru_maxrss would also include
     this (torch-importing) parent's RSS, inherited at fork/vfork time before exec.
     """
-    args = [sys.executable, "-c", CHILD, str(path), mode, str(VOCAB)]
+    args = [sys.executable, "-c", CHILD, str(path), mode, str(VOCAB), str(THREADS)]
     done = subprocess.run(args, check=True, capture_output=True, text=True)
     return int(done.stdout.split()[-1]) / 1024
 
@@ -77,15 +79,16 @@ def rates(tokens: np.ndarray, vocab: int, prefix: int, reps: int) -> dict[str, f
     head = tokens[: max(1, prefix // tokens.shape[1])]
     times = interleaved(
         {
-            "ours": lambda: BigramCounts.count(tokens, vocab),
+            "ours": lambda: BigramCounts.count(tokens, vocab, threads=THREADS),
             "loop": lambda: reference_loop(head, vocab),
             "counter": lambda: counter_pairs(head, vocab),
-            "floor": lambda: np.bincount(tokens.ravel(), minlength=vocab),
+            "floor": lambda: tokens.sum(),
+            "bincount": lambda: np.bincount(tokens.ravel(), minlength=vocab),
         },
         reps=reps,
         warmup=0,
     )
-    sizes = {"ours": tokens.size, "loop": head.size, "counter": head.size, "floor": tokens.size}
+    sizes = {name: tokens.size for name in times} | {"loop": head.size, "counter": head.size}
     out = {name: sizes[name] / median(values) for name, values in times.items()}
     log.info("tokens/s: %s", {k: f"{v:,.0f}" for k, v in out.items()})
     return out
@@ -105,7 +108,7 @@ def main() -> None:
     setup()
     synthetic = zipf_tokens(N_TOKENS, VOCAB).reshape(-1, SEQ)
     log.info("synthetic: %s %s, %d distinct bigrams", synthetic.shape, synthetic.dtype,
-             BigramCounts.count(synthetic, VOCAB).pairs.nnz)  # fmt: skip
+             BigramCounts.count(synthetic, VOCAB, threads=THREADS).pairs.nnz)  # fmt: skip
     big = rates(synthetic, VOCAB, PREFIX, REPS)
     corpus = corpus_tokens()
     log.info("default corpus: %s %s", corpus.shape, corpus.dtype)
@@ -122,6 +125,7 @@ def main() -> None:
             "loop_ktok_s": big["loop"] / 1e3,
             "counter_mtok_s": big["counter"] / 1e6,
             "floor_mtok_s": big["floor"] / 1e6,
+            "bincount_mtok_s": big["bincount"] / 1e6,
             "corpus_speedup_vs_loop": small["ours"] / small["loop"],
             "corpus_speedup_vs_counter": small["ours"] / small["counter"],
             "read_only_mb": read_mb,

@@ -30,9 +30,18 @@ def test_chunked_counting_matches_one_pass():
     rng = np.random.default_rng(0)
     seqs = rng.integers(0, 50, size=(101, 9))
     one = BigramCounts.count(seqs, 50)
-    chunked = BigramCounts.count(seqs, 50, chunk_rows=7)
-    assert (one.pairs != chunked.pairs).nnz == 0
-    np.testing.assert_array_equal(one.unigrams, chunked.unigrams)
+    for chunk_rows, threads in ((7, 1), (7, 2), (1000, 3)):
+        chunked = BigramCounts.count(seqs, 50, chunk_rows=chunk_rows, threads=threads)
+        assert (one.pairs != chunked.pairs).nnz == 0
+        assert chunked.pairs.has_canonical_format
+        np.testing.assert_array_equal(one.unigrams, chunked.unigrams)
+    np.testing.assert_array_equal(one.unigrams, np.bincount(seqs.ravel(), minlength=50))
+
+
+@pytest.mark.parametrize("setting", [{"chunk_rows": 0}, {"threads": 0}])
+def test_counting_rejects_bad_settings(setting):
+    with pytest.raises(ValueError, match="must be ≥ 1"):
+        BigramCounts.count(SEQUENCES, V, **setting)
 
 
 def test_probabilities_and_backoff():
@@ -91,3 +100,12 @@ def test_save_load_round_trip_and_corrupt_file(tmp_path):
     (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"cannot read bigram counts .*truncated\.npz"):
         BigramCounts.load(tmp_path / "truncated.npz")
+
+
+def test_counts_beyond_uint32_pair_codes():
+    """V = 70,000: (V+1)·V exceeds 2³², so pair codes are uint64; counts are the same."""
+    seqs = np.array([[69_999, 0, 69_999], [5, 69_999, 0]])
+    dense = BigramCounts.count(seqs, 70_000, threads=2, chunk_rows=1).pairs
+    assert dense[70_000, 69_999] == 1 and dense[70_000, 5] == 1
+    assert dense[69_999, 0] == 2 and dense[0, 69_999] == 1 and dense[5, 69_999] == 1
+    assert dense.sum() == seqs.size

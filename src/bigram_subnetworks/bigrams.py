@@ -5,15 +5,18 @@ row V is the sequence-start context (the first token of every sequence follows i
 unsmoothed MLE c(u,v)/Σc(u,·); a context never seen backs off to the unigram distribution, and to
 uniform 1/V if there is none. A seen context with an unseen continuation has probability 0
 (infinite surprisal), exactly as the reference `NGramModel`. Counting sorts pair codes chunk by
-chunk, so memory is O(distinct bigrams), never O(V²).
+chunk (on several threads), so memory is O(chunk + distinct bigrams), never O(V²).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,6 +51,29 @@ def _check_ids(sequences: np.ndarray, vocab_size: int) -> None:
         raise ValueError(f"token id {int(sequences.max())} ≥ vocabulary size {vocab_size}")
 
 
+def _count_chunk(sequences: np.ndarray, vocab_size: int) -> sp.csr_matrix:
+    """Bigram counts of one chunk as a canonical (V+1)×V CSR: sort its pair codes, run-length
+    encode them; sorted codes are already in CSR order (row-major), so no re-sort is needed."""
+    codes = _pair_codes(np.asarray(sequences), vocab_size)
+    codes.sort()
+    n_contexts = vocab_size + 1
+    if codes.size == 0:
+        return sp.csr_matrix((n_contexts, vocab_size), dtype=np.int64)
+    new_run = np.empty(codes.size, dtype=bool)
+    new_run[0] = True
+    np.not_equal(codes[1:], codes[:-1], out=new_run[1:])
+    starts = np.flatnonzero(new_run)
+    counts = np.diff(starts, append=codes.size)
+    rows, cols = np.divmod(codes[starts], codes.dtype.type(vocab_size))
+    indptr = np.zeros(n_contexts + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_contexts), out=indptr[1:])
+    pairs = sp.csr_matrix(
+        (counts, cols.astype(np.int32), indptr), shape=(n_contexts, vocab_size), copy=False
+    )
+    pairs.has_canonical_format = True  # sorted, unique column indices in every row
+    return pairs
+
+
 @dataclass(frozen=True)
 class BigramCounts:
     """Raw counts: ``pairs`` (V+1)×V CSR with the start context as row V; ``unigrams`` (V,)."""
@@ -64,26 +90,33 @@ class BigramCounts:
         return self.vocab_size
 
     @classmethod
-    def count(cls, sequences: np.ndarray, vocab_size: int, chunk_rows: int = 65536) -> BigramCounts:
-        """Count bigrams of fixed-length sequences, streaming ``chunk_rows`` sequences at a time."""
+    def count(
+        cls,
+        sequences: np.ndarray,
+        vocab_size: int,
+        chunk_rows: int = 262_144,
+        threads: int = 1,
+    ) -> BigramCounts:
+        """Count bigrams of fixed-length sequences, ``chunk_rows`` sequences at a time.
+
+        Each chunk is counted on its own (`_count_chunk`: sort its pair codes, run-length encode
+        them, CSR), on ``threads`` threads at once (NumPy's sort releases the GIL), and the chunks'
+        matrices are summed by scipy's linear merge of sorted rows. The input is split into at
+        least ``threads`` chunks so every thread has work. Unigrams are the column sums: every
+        token is the continuation of exactly one pair (the first one of the start context).
+        """
         _check_ids(sequences, vocab_size)
-        n_contexts = vocab_size + 1
-        pairs = sp.csr_matrix((n_contexts, vocab_size), dtype=np.int64)
-        unigrams = np.zeros(vocab_size, dtype=np.int64)
-        for start in range(0, len(sequences), chunk_rows):
-            chunk = np.asarray(sequences[start : start + chunk_rows])
-            codes, counts = np.unique(_pair_codes(chunk, vocab_size), return_counts=True)
-            rows, cols = np.divmod(codes, codes.dtype.type(vocab_size))
-            # Codes come sorted, so (rows, cols) is already CSR order: build it without a re-sort.
-            indptr = np.zeros(n_contexts + 1, dtype=np.int64)
-            np.cumsum(np.bincount(rows, minlength=n_contexts), out=indptr[1:])
-            pairs = pairs + sp.csr_matrix(
-                (counts.astype(np.int64), cols.astype(np.int32), indptr),
-                shape=(n_contexts, vocab_size),
-            )
-            unigrams += np.bincount(chunk.ravel(), minlength=vocab_size)
-        pairs.sort_indices()
-        return cls(pairs=pairs, unigrams=unigrams)
+        if chunk_rows < 1 or threads < 1:
+            raise ValueError(f"chunk_rows ({chunk_rows}) and threads ({threads}) must be ≥ 1")
+        n = len(sequences)
+        chunk = max(1, min(chunk_rows, math.ceil(n / threads)))
+        pieces = [sequences[start : start + chunk] for start in range(0, n, chunk)]
+        pairs = sp.csr_matrix((vocab_size + 1, vocab_size), dtype=np.int64)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for counted in pool.map(partial(_count_chunk, vocab_size=vocab_size), pieces):
+                pairs = pairs + counted if pairs.nnz else counted
+        unigrams = np.bincount(pairs.indices, weights=pairs.data, minlength=vocab_size)
+        return cls(pairs=pairs, unigrams=unigrams.astype(np.int64))
 
     def save(self, path: str | os.PathLike) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:

@@ -72,7 +72,7 @@ rule count_bigrams:
         "results/benchmarks/count_bigrams/{tokenizer}.tsv"
     conda:
         "../../envs/pipeline.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
     script:

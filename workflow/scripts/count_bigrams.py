@@ -6,7 +6,7 @@ from bigram_subnetworks.bigrams import BigramCounts
 logs.setup(snakemake.log[0])
 vocab_size = len(tokenizer.load_tokenizer(snakemake.input.tokenizer))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=vocab_size)
-counts = BigramCounts.count(tokens, vocab_size)
+counts = BigramCounts.count(tokens, vocab_size, threads=snakemake.threads)
 counts.save(snakemake.output.counts)
 meta = io.provenance(
     rule="count_bigrams",
