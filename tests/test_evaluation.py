@@ -163,6 +163,15 @@ def test_fidelity_of_the_full_mask_is_perfect(arch, random_tokens):
     assert "r_full" not in evaluate_mask(model, full, random_tokens, bigrams, batch_size=32)
 
 
+def test_compare_full_reports_the_unmasked_model(arch, random_tokens):
+    model = make_tiny_model(arch)
+    full = run_model(model, random_tokens, VOCAB, 16)
+    masked = run_model(model, random_tokens, VOCAB, 16, mask=_random_mask(model), compare_full=True)
+    np.testing.assert_allclose(masked.full_surprisal, full.surprisal, rtol=1e-6)
+    assert not np.allclose(masked.surprisal, full.surprisal)
+    assert masked.xent_full > 0 and full.xent_full is None
+
+
 def test_masked_run_equals_zeroed_weights(arch, random_tokens):
     model = make_tiny_model(arch)
     mask = _random_mask(model)

@@ -82,3 +82,20 @@ def test_sparse_gradient_equals_dense_gradient(arch):
     dense_logits = logits.double().requires_grad_()
     _dense_cross_entropy(dense_logits, ids, bigrams).backward()
     torch.testing.assert_close(sparse_logits.grad.double(), dense_logits.grad, rtol=1e-5, atol=1e-9)
+
+
+def test_log_prob_path_equals_logit_path(arch):
+    """Evaluation hands targets the log-probabilities it already has; the CE is the same."""
+    rng = np.random.default_rng(3)
+    bigrams = BigramModel(BigramCounts.count(rng.integers(0, 48, size=(64, 16)), VOCAB))
+    model = make_tiny_model(arch)
+    ids = torch.from_numpy(rng.integers(0, VOCAB, size=(4, 16)))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits * 3  # sharper than the random model's own output
+        log_q = F.log_softmax(logits, dim=-1)
+        for target in (BigramTarget(bigrams), TeacherTarget(model, VOCAB)):
+            assert torch.isclose(
+                target.cross_entropy_log_probs(log_q, ids),
+                target.cross_entropy(logits, ids),
+                rtol=1e-6,
+            )

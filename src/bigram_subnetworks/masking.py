@@ -164,13 +164,28 @@ class ContinuousSparsification(nn.Module):
         return on, undecided
 
 
+def masked_parameters(
+    model: nn.Module, masks: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """W ⊙ m for every named weight of ``masks`` (bool or soft), on the weight's device."""
+    params = dict(model.named_parameters())
+    return {
+        name: params[name] * m.to(params[name].device, params[name].dtype)
+        for name, m in masks.items()
+    }
+
+
+def forward_with(model: nn.Module, parameters: Mapping[str, torch.Tensor], **inputs):
+    """Run ``model`` with the given tensors in place of its parameters of the same names; the
+    model itself is untouched."""
+    return functional_call(
+        model, dict(parameters), args=(), kwargs=inputs, strict=False, tie_weights=True
+    )
+
+
 def masked_forward(model: nn.Module, masks: Mapping[str, torch.Tensor], **inputs):
     """Run ``model`` with W ← W ⊙ m for the named weights; the model itself is untouched."""
-    params = dict(model.named_parameters())
-    substituted = {name: params[name] * m.to(params[name].dtype) for name, m in masks.items()}
-    return functional_call(
-        model, substituted, args=(), kwargs=inputs, strict=False, tie_weights=True
-    )
+    return forward_with(model, masked_parameters(model, masks), **inputs)
 
 
 @contextmanager

@@ -32,6 +32,10 @@ class Target(Protocol):
 
     def cross_entropy(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor: ...
 
+    def cross_entropy_log_probs(
+        self, log_q: torch.Tensor, input_ids: torch.Tensor
+    ) -> torch.Tensor: ...
+
 
 class BigramTarget:
     """P_bigram(· | w_t) at every position t, from sparse CSR rows on ``device``."""
@@ -58,6 +62,13 @@ class BigramTarget:
             self._scratch = torch.empty_like(z)
         return _SoftTargetCrossEntropy.apply(z, inverse, self.dense_rows(unique), self._scratch)
 
+    def cross_entropy_log_probs(self, log_q: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The same CE from log-probabilities the caller already has (evaluation computes them
+        once for the surprisal too); no gradient."""
+        log_q = log_q.reshape(-1, self.vocab_size)
+        unique, inverse = torch.unique(input_ids.reshape(-1), return_inverse=True)
+        return _dot_with_rows(log_q, inverse, self.dense_rows(unique))
+
     def dense_rows(self, contexts: torch.Tensor) -> torch.Tensor:
         """The full [n, V] target of each context: its CSR row, or the backoff row if unseen."""
         contexts = contexts.reshape(-1)
@@ -76,6 +87,13 @@ class BigramTarget:
         return out
 
 
+def _dot_with_rows(log_q: torch.Tensor, inverse: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """mean_n −Σ_v rows[inverse[n], v] · log_q[n, v], summing the positions that share a context
+    first, so each target row is read once."""
+    summed = torch.zeros_like(rows).index_add_(0, inverse, log_q)
+    return -torch.vdot(rows.flatten(), summed.flatten()) / log_q.shape[0]
+
+
 class _SoftTargetCrossEntropy(torch.autograd.Function):
     """mean_n −Σ_v T[u_n, v] log softmax(z_n)_v, with T[u] the target row of context u_n.
 
@@ -89,9 +107,8 @@ class _SoftTargetCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, inverse, rows, scratch):
         log_q = torch.log_softmax(z, dim=-1)
-        summed = torch.zeros_like(rows).index_add_(0, inverse, log_q)
         ctx.save_for_backward(log_q, inverse, rows, scratch)
-        return -torch.vdot(rows.flatten(), summed.flatten()) / z.shape[0]
+        return _dot_with_rows(log_q, inverse, rows)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -115,10 +132,13 @@ class TeacherTarget:
         self.vocab_size = vocab_size
 
     def cross_entropy(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        log_q = F.log_softmax(truncate_logits(logits, self.vocab_size).float(), dim=-1)
+        return self.cross_entropy_log_probs(log_q, input_ids)
+
+    def cross_entropy_log_probs(self, log_q: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), autocast(input_ids.device):
             teacher = self.model(input_ids=input_ids).logits
             p = F.softmax(truncate_logits(teacher, self.vocab_size).float(), dim=-1)
-        log_q = F.log_softmax(truncate_logits(logits, self.vocab_size).float(), dim=-1)
         return -(p * log_q).sum(-1).mean()
 
 
