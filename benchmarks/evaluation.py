@@ -1,7 +1,8 @@
 """Cost of evaluating one mask relative to a plain forward pass over the same tokens.
 
-`evaluation.evaluate_mask` (masked weights substituted once, surprisal of every next token, CE against the
-sparse bigram rows, bigram surprisal, Pearson r clip-inf and drop-inf) with a random ~10% mask, vs
+`evaluation.evaluate_mask` (masked weights substituted once, surprisal of every next token, CE
+against the sparse bigram rows, bigram surprisal, Pearson r clip-inf and drop-inf) with a random
+~10% mask, vs
 a plain `torch.no_grad()` forward of the same model over the same eval sequences and batch size.
 Model: the random tiny GPT-NeoX of mask_step.py at V = 4,096; bigram counts from a 2M-token
 synthetic Zipf stream, eval sequences from a disjoint draw. CPU, 2 threads, interleaved rounds.
