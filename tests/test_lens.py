@@ -12,6 +12,7 @@ from bigram_subnetworks.lens import (
     eigen_rotations,
     fit_lens,
     fit_linear_maps,
+    recall_hits,
     residual_hooks,
     residual_modules,
     rotation_summary,
@@ -261,3 +262,14 @@ def test_fit_lens_under_a_mask_uses_the_masked_model(arch, cyclic_tokens):
     np.testing.assert_array_equal(full.layers[0], masked.layers[0])
     assert not np.allclose(full.layers[-1], masked.layers[-1])
     assert table.iloc[-1]["out_corr"] > 0.99
+
+
+def test_recall_hits_equal_brute_force_ranks_with_ties():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 4, (200, 12), generator=generator).float()  # many ties
+    ids = torch.randint(0, 12, (200,), generator=generator)
+    ranks = (logits > logits.gather(-1, ids[:, None])).sum(-1)
+    ks = (1, 5, 10, 20)  # 20 > the 12 columns: every token ranks below it
+    expected = {k: int((ranks < k).sum()) for k in ks}
+    assert recall_hits(logits, ids, ks) == expected
+    assert expected[20] == 200 and 0 < expected[1] < expected[5] < 200

@@ -310,6 +310,16 @@ def fit_lens(
     return table[first + [c for c in table.columns if c not in first]]
 
 
+def recall_hits(logits: torch.Tensor, ids: torch.Tensor, ks: tuple[int, ...]) -> dict[int, int]:
+    """For each k, how many rows rank their ``ids`` token below k, rank = the number of strictly
+    larger logits. That rank is below k iff the k-th largest logit is ≤ the token's own, so one
+    top-k replaces comparing every logit."""
+    true = logits.gather(-1, ids[:, None])
+    width = logits.shape[-1]
+    largest = logits.topk(min(max(ks), width), dim=-1).values
+    return {k: int((largest[:, min(k, width) - 1] <= true[:, 0]).sum()) for k in ks}
+
+
 @torch.no_grad()
 def _score_maps(
     maps: list[dict[str, LinearMap]],
@@ -349,24 +359,22 @@ def _score_maps(
         ids = to_device(acts.input_ids[chunk])
         has_next = to_device(acts.has_next[chunk])
         next_ids = to_device(acts.next_ids[chunk])[has_next]
-        model_log_p = lens_log_probs(to_device(acts.layers[top][chunk])[has_next])
+        model_p = lens_log_probs(to_device(acts.layers[top][chunk])[has_next]).exp_()
         for layer, (sum_, hit) in enumerate(zip(sums, hits, strict=True)):
             h = to_device(acts.layers[layer][chunk])
             (w_out, b_out), (w_in, b_in) = out_maps[layer], in_maps[layer]
             # next-token lens: "out" map → final LN → unembedding
-            log_q = lens_log_probs(h[has_next] @ w_out.T + b_out)
+            log_q = lens_log_probs(torch.addmm(b_out, h[has_next], w_out.T))
             nats = -log_q.gather(-1, next_ids[:, None]).squeeze(-1)
             lens_bits[layer].append((nats / LN2).cpu().numpy())
             sum_["out_xent"] += float(nats.sum())
-            sum_["out_xent_model"] += float(-(model_log_p.exp() * log_q).sum())
+            sum_["out_xent_model"] -= float((model_p * log_q).sum())
             # current-token recall: "in" map (no LN) → input embedding
-            logits = (h @ w_in.T + b_in) @ embed_in.T
-            true = logits.gather(-1, ids[:, None])
-            rank = (logits > true).sum(-1)
-            for k in RECALL_AT:
-                hit[k] += int((rank < k).sum())
-            log_r = F.log_softmax(logits, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
-            sum_["in_surprisal"] += float(-log_r.sum()) / LN2
+            logits = torch.addmm(b_in, h, w_in.T) @ embed_in.T
+            for k, n_hits in recall_hits(logits, ids, RECALL_AT).items():
+                hit[k] += n_hits
+            log_r = F.log_softmax(logits, dim=-1).gather(-1, ids[:, None])
+            sum_["in_surprisal"] -= float(log_r.sum()) / LN2
 
     own_bits = acts.surprisal[acts.has_next]
     rows = []
