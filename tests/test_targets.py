@@ -2,6 +2,7 @@
 an all-kept mask equals the teacher's entropy."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -99,3 +100,21 @@ def test_log_prob_path_equals_logit_path(arch):
                 target.cross_entropy(logits, ids),
                 rtol=1e-6,
             )
+
+
+def test_reused_buffers_stay_correct_and_guarded(arch):
+    """Buffers are reused across calls of different sizes; a second call before the first one's
+    backward overwrites what that backward needs, and autograd refuses it."""
+    rng = np.random.default_rng(4)
+    bigrams = BigramModel(BigramCounts.count(rng.integers(0, 48, size=(64, 16)), VOCAB))
+    target = BigramTarget(bigrams)
+    logits = make_tiny_model(arch)(input_ids=torch.from_numpy(rng.integers(0, VOCAB, (4, 16))))
+    logits = logits.logits.detach()
+    for rows in (4, 1, 3):  # grow, shrink, grow within capacity
+        ids = torch.from_numpy(rng.integers(0, VOCAB, size=(rows, 16)))
+        dense = _dense_cross_entropy(logits[:rows], ids, bigrams)
+        assert torch.isclose(target.cross_entropy(logits[:rows], ids).double(), dense, rtol=1e-5)
+    first = target.cross_entropy(logits.clone().requires_grad_(), ids.repeat(2, 1)[:4])
+    target.cross_entropy(logits.clone().requires_grad_(), ids.flip(0).repeat(2, 1)[:4])
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.backward()

@@ -4,15 +4,18 @@ stability check accepts recovered spikes only."""
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
+from bigram_subnetworks.masking import Mask
 from bigram_subnetworks.targets import BigramTarget, TeacherTarget
 from bigram_subnetworks.training import (
     HISTORY_COLUMNS,
     SEARCH_COLUMNS,
     MaskTrainingConfig,
+    TrainResult,
     fit_mask,
     is_stable,
     match_size,
@@ -122,11 +125,38 @@ def test_size_matching_bisects_towards_the_goal(cyclic_tokens):
     goal = train(10.0).mask.n_kept
     found = match_size(train, goal, bracket=(0.5, 500.0), tolerance=0.2, max_iterations=6)
     assert list(found.search.columns) == list(SEARCH_COLUMNS)
+    assert (found.search["source"] == "search").all()
     assert found.search["lam"].between(0.5, 500.0).all()
     assert found.matched and abs(found.result.mask.n_kept / goal - 1) <= 0.2
     assert found.lam == pytest.approx(found.search["lam"].iloc[-1])
     by_lam = found.search.sort_values("lam")
     assert by_lam["n_kept"].iloc[0] >= by_lam["n_kept"].iloc[-1]
+
+
+def _power_law_training(calls):
+    """A stand-in for training whose mask keeps round(10⁶·λ^-0.7) of 10⁶ weights: the search
+    logic alone, with sizes known exactly."""
+
+    def train(lam):
+        calls.append(lam)
+        keep = torch.zeros(1_000_000, dtype=torch.bool)
+        keep[: round(1e6 * lam**-0.7)] = True
+        return TrainResult(Mask({"w": keep}), pd.DataFrame(), 0, 10, True, "stable")
+
+    return train
+
+
+def test_known_sizes_make_the_first_guess_an_interpolation():
+    goal = round(1e6 * 20.0**-0.7)
+    known = [(10.0, round(1e6 * 10.0**-0.7)), (100.0, round(1e6 * 100.0**-0.7)), (5e3, 2)]
+    calls = []
+    found = match_size(_power_law_training(calls), goal, (1.0, 1000.0), 0.01, 5, known=known)
+    assert calls[0] == pytest.approx(20.0, rel=1e-3) and len(calls) == 1 and found.matched
+    given = found.search[found.search["source"] == "given"]
+    assert list(given["lam"]) == [10.0, 100.0, 5e3]  # 5e3 lies outside the bracket: recorded only
+    blind = []
+    match_size(_power_law_training(blind), goal, (1.0, 1000.0), 0.01, 5)
+    assert blind[0] == pytest.approx(1000.0**0.5) and len(blind) > 1
 
 
 def test_size_matching_rejects_a_negative_goal_and_a_bad_bracket():

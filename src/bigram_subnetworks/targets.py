@@ -48,7 +48,18 @@ class BigramTarget:
         self.values = torch.as_tensor(probs.data, dtype=torch.float32, device=device)
         self.seen = torch.as_tensor(bigrams.seen, device=device)
         self.backoff = torch.as_tensor(bigrams.backoff_row(), dtype=torch.float32, device=device)
-        self._scratch = torch.empty(0, device=device)  # reused [positions, V] backward buffer
+        # Reused work buffers (name → flat tensor): fresh [contexts, V] or [positions, V]
+        # allocations every step cost as much as the math (page faults). Reusing one while
+        # autograd still holds it for backward raises, via the tensors' version counters.
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, name: str, rows: int) -> torch.Tensor:
+        """A [rows, V] float32 view of the reused buffer ``name``, grown when too small."""
+        size = rows * self.vocab_size
+        flat = self._buffers.get(name)
+        if flat is None or flat.numel() < size:
+            flat = self._buffers[name] = torch.empty(size, device=self.values.device)
+        return flat[:size].view(rows, self.vocab_size)
 
     def cross_entropy(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Position t is trained towards P(· | w_t), the last position included (§3)."""
@@ -58,22 +69,26 @@ class BigramTarget:
         """CE against the rows of explicit contexts; V is the sequence-start context."""
         z = truncate_logits(logits, self.vocab_size).float().reshape(-1, self.vocab_size)
         unique, inverse = torch.unique(contexts.reshape(-1), return_inverse=True)
-        if self._scratch.shape != z.shape:
-            self._scratch = torch.empty_like(z)
-        return _SoftTargetCrossEntropy.apply(z, inverse, self.dense_rows(unique), self._scratch)
+        rows = self.dense_rows(unique, out=self._buffer("rows", len(unique)))
+        summed = self._buffer("summed", len(unique))
+        log_q, gathered = self._buffer("log_q", len(z)), self._buffer("gathered", len(z))
+        return _SoftTargetCrossEntropy.apply(z, inverse, rows, summed, log_q, gathered)
 
     def cross_entropy_log_probs(self, log_q: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """The same CE from log-probabilities the caller already has (evaluation computes them
         once for the surprisal too); no gradient."""
         log_q = log_q.reshape(-1, self.vocab_size)
         unique, inverse = torch.unique(input_ids.reshape(-1), return_inverse=True)
-        return _dot_with_rows(log_q, inverse, self.dense_rows(unique))
+        rows = self.dense_rows(unique, out=self._buffer("rows", len(unique)))
+        return _dot_with_rows(log_q, inverse, rows, self._buffer("summed", len(unique)))
 
-    def dense_rows(self, contexts: torch.Tensor) -> torch.Tensor:
-        """The full [n, V] target of each context: its CSR row, or the backoff row if unseen."""
+    def dense_rows(self, contexts: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The full [n, V] target of each context: its CSR row, or the backoff row if unseen;
+        written into ``out`` when given."""
         contexts = contexts.reshape(-1)
         seen = self.seen[contexts]
-        out = torch.zeros(contexts.numel(), self.vocab_size, device=self.values.device)
+        shape = (contexts.numel(), self.vocab_size)
+        out = torch.zeros(shape, device=self.values.device) if out is None else out.zero_()
         out[~seen] = self.backoff
         rows = torch.nonzero(seen).squeeze(1)
         starts = self.row_ptr[contexts[rows]]
@@ -87,10 +102,12 @@ class BigramTarget:
         return out
 
 
-def _dot_with_rows(log_q: torch.Tensor, inverse: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def _dot_with_rows(
+    log_q: torch.Tensor, inverse: torch.Tensor, rows: torch.Tensor, summed: torch.Tensor
+) -> torch.Tensor:
     """mean_n −Σ_v rows[inverse[n], v] · log_q[n, v], summing the positions that share a context
-    first, so each target row is read once."""
-    summed = torch.zeros_like(rows).index_add_(0, inverse, log_q)
+    first (into ``summed``, rows' shape, overwritten), so each target row is read once."""
+    summed.zero_().index_add_(0, inverse, log_q)
     return -torch.vdot(rows.flatten(), summed.flatten()) / log_q.shape[0]
 
 
@@ -100,24 +117,25 @@ class _SoftTargetCrossEntropy(torch.autograd.Function):
     The target is needed once per distinct context (frequent tokens repeat many times in a
     batch): the forward sums the log-probabilities of the positions sharing a context before the
     dot product, and the backward is softmax(z) − T[u_n], as for a one-hot cross-entropy. The
-    backward turns the saved log-probabilities into the gradient in place and gathers the target
-    rows into a reused buffer: large fresh allocations (page faults) cost as much as the math.
+    log-probabilities, written into a reused buffer, become the gradient in place, and the target
+    rows are gathered into another: large fresh allocations (page faults) cost as much as the
+    math.
     """
 
     @staticmethod
-    def forward(ctx, z, inverse, rows, scratch):
-        log_q = torch.log_softmax(z, dim=-1)
-        ctx.save_for_backward(log_q, inverse, rows, scratch)
-        return _dot_with_rows(log_q, inverse, rows)
+    def forward(ctx, z, inverse, rows, summed, log_q, gathered):
+        torch.log_softmax(z, dim=-1, out=log_q)
+        ctx.save_for_backward(log_q, inverse, rows, gathered)
+        return _dot_with_rows(log_q, inverse, rows, summed)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        log_q, inverse, rows, scratch = ctx.saved_tensors
+        log_q, inverse, rows, gathered = ctx.saved_tensors
         dz = log_q.exp_()  # log_q is not needed again: reuse its memory for the gradient
-        dz -= torch.index_select(rows, 0, inverse, out=scratch)
+        dz -= torch.index_select(rows, 0, inverse, out=gathered)
         dz *= grad / dz.shape[0]
-        return dz, None, None, None
+        return dz, None, None, None, None, None
 
 
 class TeacherTarget:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,7 +251,7 @@ def train_mask(
     return TrainResult(mask, history, attempt, len(chosen_history), stable, reason)
 
 
-SEARCH_COLUMNS = ("iteration", "lam", "n_kept", "deviation", "stable", "steps")
+SEARCH_COLUMNS = ("iteration", "source", "lam", "n_kept", "deviation", "stable", "steps")
 
 
 @dataclass(frozen=True)
@@ -264,39 +264,70 @@ class SizeMatch:
     search: pd.DataFrame
 
 
+def _next_lambda(low: tuple[float, int | None], high: tuple[float, int | None], goal: int) -> float:
+    """The next λ to try between the ends (λ, kept or None if not trained).
+
+    When both ends' sizes are known, interpolate log kept linearly in log λ (kept falls roughly
+    as a power of λ), which usually lands within tolerance in one training; otherwise, or when
+    the interpolation is degenerate, the geometric midpoint.
+    """
+    (lam_low, kept_low), (lam_high, kept_high) = low, high
+    midpoint = math.sqrt(lam_low * lam_high)
+    if not kept_low or not kept_high or goal <= 0 or kept_low <= kept_high:
+        return midpoint
+    fraction = math.log(kept_low / goal) / math.log(kept_low / kept_high)
+    # Keep clear of the ends: a λ at an end would only retrain a known size.
+    fraction = min(max(fraction, 0.1), 0.9)
+    return math.exp(math.log(lam_low) + fraction * math.log(lam_high / lam_low))
+
+
 def match_size(
     train: Callable[[float], TrainResult],
     goal_kept: int,
     bracket: tuple[float, float],
     tolerance: float,
     max_iterations: int,
+    known: Sequence[tuple[float, int]] = (),
 ) -> SizeMatch:
-    """Bisect λ geometrically inside ``bracket`` until ``train(λ)`` keeps ``goal_kept`` weights
-    within a relative ``tolerance`` (beyond the paper, which compares subnetworks of whatever
-    sizes its chosen λ give). The kept count falls as λ grows, so a mask that keeps too many
-    moves the lower end up. The deviation is |kept − goal| / max(goal, 1), so an empty goal is
-    matched only by an empty mask. Returns the closest mask found, matched or not."""
+    """Search λ inside ``bracket`` until ``train(λ)`` keeps ``goal_kept`` weights within a
+    relative ``tolerance`` (beyond the paper, which compares subnetworks of whatever sizes its
+    chosen λ give). The kept count falls as λ grows, so a mask that keeps too many moves the
+    lower end up. ``known`` are (λ, kept) of masks already trained with the same target and
+    settings (the configured optimal subnetworks): they narrow the bracket and give its ends
+    sizes, so the first λ tried is interpolated rather than the bracket's midpoint. The
+    deviation is |kept − goal| / max(goal, 1), so an empty goal is matched only by an empty
+    mask. Returns the closest mask trained here, matched or not."""
     if goal_kept < 0:
         raise ValueError(f"cannot match a subnetwork of {goal_kept} weights")
-    low, high = bracket
-    if not 0 < low < high:
+    if not 0 < bracket[0] < bracket[1]:
         raise ValueError(f"bracket {bracket} must satisfy 0 < low < high")
+    low: tuple[float, int | None] = (bracket[0], None)
+    high: tuple[float, int | None] = (bracket[1], None)
     rows, best = [], None
+
+    def record(iteration, source, lam, kept, stable, steps):
+        nonlocal low, high
+        deviation = abs(kept - goal_kept) / max(goal_kept, 1)
+        rows.append((iteration, source, lam, kept, deviation, stable, steps))
+        if low[0] < lam < high[0]:
+            if kept > goal_kept:
+                low = (lam, kept)
+            else:
+                high = (lam, kept)
+        return deviation
+
+    for lam, kept in sorted(known):
+        record(None, "given", lam, kept, None, None)
     for iteration in range(max_iterations):
-        lam = math.sqrt(low * high)
+        lam = _next_lambda(low, high, goal_kept)
         result = train(lam)
         kept = result.mask.n_kept
-        deviation = abs(kept - goal_kept) / max(goal_kept, 1)
-        rows.append((iteration, lam, kept, deviation, result.stable, result.steps))
+        deviation = record(iteration, "search", lam, kept, result.stable, result.steps)
         log.info("size match %d: λ %.4g keeps %d (goal %d)", iteration, lam, kept, goal_kept)
         if best is None or deviation < best[2]:
             best = (result, lam, deviation)
         if deviation <= tolerance:
             break
-        if kept > goal_kept:
-            low = lam
-        else:
-            high = lam
     result, lam, deviation = best
     search = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     return SizeMatch(result, lam, deviation <= tolerance, search)

@@ -99,6 +99,21 @@ def mask_file(target, lam, name="mask.safetensors"):
     return path
 
 
+def configured_optimal_metas(wildcards):
+    """meta.json of the configured optimal subnetworks of the same model, revision and seed: their
+    sizes seed the size-matching search."""
+    return [
+        f"{MASK_DIR}/meta.json".format(
+            model=wildcards.model,
+            revision=wildcards.revision,
+            target="optimal",
+            lam=label,
+            seed=wildcards.seed,
+        )
+        for label in config["optimal_masks"]["final"]
+    ]
+
+
 def control_seed(section):
     """Seed of a random control subnetwork: the section's `random_seed` with the mask's seed, so
     each mask seed gets its own control, reproducibly."""

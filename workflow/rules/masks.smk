@@ -33,6 +33,7 @@ rule train_mask:
 rule match_mask_size:
     input:
         bigram_meta=mask_file("bigram", "bigram", "meta.json"),
+        optimal_metas=configured_optimal_metas,
         checkpoints=rules.pretrain.output.checkpoints,
         tokens=model_tokens("train"),
         bigrams=model_bigrams,

@@ -1,4 +1,5 @@
-"""Train the optimal subnetwork whose size matches a bigram subnetwork's, bisecting λ."""
+"""Train the optimal subnetwork whose size matches a bigram subnetwork's, searching λ from the
+sizes of the configured optimal subnetworks."""
 
 import torch
 
@@ -10,6 +11,7 @@ torch.set_num_threads(snakemake.threads)
 w = snakemake.wildcards
 matching = snakemake.params.matching
 goal = io.read_json(snakemake.input.bigram_meta)["n_kept"]
+known = [(m["lam_value"], m["n_kept"]) for m in map(io.read_json, snakemake.input.optimal_metas)]
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
@@ -22,6 +24,7 @@ found = training.match_size(
     tuple(matching["bracket"]),
     matching["tolerance"],
     matching["max_iterations"],
+    known,
 )
 result = found.result
 meta = io.provenance(
