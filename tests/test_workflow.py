@@ -51,9 +51,9 @@ def test_snakefmt_and_ruff_are_clean():
 
 def test_default_dag():
     counts = job_counts(snakemake("-n", "--forceall").stdout)
-    # 2 models × ((4 λ + full + empty) at the final checkpoint + λ 10 at 3 earlier ones
+    # 2 models × ((4 λ + full + empty) at the final checkpoint + λ 10 at 2 earlier ones
     # + 2 optimal λ); 2 size-matched optimal masks, each evaluated too.
-    assert counts["train_mask"] == 2 * (6 + 3 + 2)
+    assert counts["train_mask"] == 2 * (6 + 2 + 2)
     assert counts["match_mask_size"] == 2
     assert counts["evaluate_mask"] == counts["train_mask"] + counts["match_mask_size"]
     assert counts["overlap"] == 4 and counts["ablation"] == 2

@@ -124,6 +124,12 @@ def control_seed(section):
     return seed
 
 
+def critical_path_priority(wildcards):
+    """Optimal subnetworks start first among masks: size matching, overlaps and their tables wait
+    on them, the longest chain after pretraining."""
+    return 1 if wildcards.target == "optimal" else 0
+
+
 def wants_fidelity(wildcards):
     return wildcards.target == "optimal"
 

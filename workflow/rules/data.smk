@@ -70,6 +70,8 @@ rule count_bigrams:
         "logs/count_bigrams/{tokenizer}.log",
     benchmark:
         "results/benchmarks/count_bigrams/{tokenizer}.tsv"
+    # Every mask waits for the counts: run them before the long pretraining jobs take the cores.
+    priority: 10
     conda:
         "../../envs/pipeline.yaml"
     threads: 2

@@ -17,6 +17,7 @@ rule train_mask:
         "results/benchmarks/train_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.tsv"
     wildcard_constraints:
         lam=TRAINED_LABELS,
+    priority: critical_path_priority
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
@@ -46,6 +47,7 @@ rule match_mask_size:
         "logs/match_mask_size/{model}/{revision}/lam-match-{bigram}/seed-{seed}.log",
     benchmark:
         "results/benchmarks/match_mask_size/{model}/{revision}/lam-match-{bigram}/seed-{seed}.tsv"
+    priority: 1
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
