@@ -80,7 +80,7 @@ def test_grid_enumerates_final_and_intermediate_masks(config):
     config["optimal_masks"]["models"] = []
     config["overlap"]["pairs"] = []
     config["ablation"]["runs"] = []
-    config["residual_stream"]["runs"] = [{"model": "pythia-tiny", "lam": "1"}]
+    config["residual_stream"].update(runs=[{"model": "pythia-tiny", "lam": "1"}], checkpoints="all")
     grid = Grid(config)
     assert [job.revision for job in grid.lens_jobs()] == ["step0", "step300", "step1500"]
     assert grid.revisions("pythia-tiny") == ["step0", "step300", "step1500"]
@@ -112,22 +112,23 @@ def test_grid_with_optimal_masks_and_seeds(config):
     )
     validate_config(config, SCHEMA)
     grid = Grid(config)
+    final = grid.revisions("pythia-tiny")[-1]
     # Sentinels do not depend on the seed: made once.
     assert grid.mask_jobs() == [
-        MaskJob("pythia-tiny", "step600", "bigram", "full", 0),
-        MaskJob("pythia-tiny", "step600", "bigram", "10", 0),
-        MaskJob("pythia-tiny", "step600", "bigram", "10", 7),
-        MaskJob("pythia-tiny", "step600", "optimal", "100", 0),
-        MaskJob("pythia-tiny", "step600", "optimal", "100", 7),
-        MaskJob("pythia-tiny", "step600", "optimal", "match-10", 0),
-        MaskJob("pythia-tiny", "step600", "optimal", "match-10", 7),
+        MaskJob("pythia-tiny", final, "bigram", "full", 0),
+        MaskJob("pythia-tiny", final, "bigram", "10", 0),
+        MaskJob("pythia-tiny", final, "bigram", "10", 7),
+        MaskJob("pythia-tiny", final, "optimal", "100", 0),
+        MaskJob("pythia-tiny", final, "optimal", "100", 7),
+        MaskJob("pythia-tiny", final, "optimal", "match-10", 0),
+        MaskJob("pythia-tiny", final, "optimal", "match-10", 7),
     ]
     assert [(j.optimal, j.seed) for j in grid.overlap_jobs()] == [("match-10", 0), ("match-10", 7)]
     assert [(j.target, j.lam, j.seed) for j in grid.ablation_jobs()] == [
         ("optimal", "100", 0),
         ("optimal", "100", 7),
     ]
-    assert [(j.revision, j.seed) for j in grid.lens_jobs()] == [("step600", 0), ("step600", 7)]
+    assert [(j.revision, j.seed) for j in grid.lens_jobs()] == [(final, 0), (final, 7)]
 
 
 @pytest.mark.parametrize(
@@ -170,7 +171,10 @@ def test_grid_with_optimal_masks_and_seeds(config):
             "mask_training.seeds: [] should be non-empty",
         ),
         (
-            lambda c: c["bigram_masks"].update(intermediate=[]),
+            lambda c: (
+                c["bigram_masks"].update(intermediate=[]),
+                c["residual_stream"].update(checkpoints="all"),
+            ),
             "residual_stream.runs.0.lam: '10' is not in bigram_masks.intermediate, but "
             "residual_stream.checkpoints is 'all'",
         ),
