@@ -119,6 +119,17 @@ def test_huggingface_documents_names_a_missing_field(parquet_dataset, tmp_path):
         )
 
 
+def test_hub_dataset_missing_offline_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        ConnectionError, match=r"'someorg/absent' .* is not available offline.*online"
+    ):
+        corpus.huggingface_documents(
+            "someorg/absent", None, "train", "text", 2, cache_dir=str(tmp_path / "cache")
+        )
+
+
 def test_documents_from_config_dispatches_on_source(docs):
     assert corpus.documents_from_config({"source": "python_docs"}) == docs
     with pytest.raises(ValueError, match="unknown source 'ftp'"):

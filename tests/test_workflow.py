@@ -1,16 +1,22 @@
 """The workflow as a user runs it: lint, formatting, the DAG, and `.test/config.yaml` end to end."""
 
+import contextlib
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from bigram_subnetworks.io import load_model
 from bigram_subnetworks.tokenizer import load_tokenizer
@@ -77,6 +83,16 @@ def test_bad_config_fails_before_any_job(tmp_path):
     result = snakemake("-n", "--configfile", bad, check=False)
     assert result.returncode != 0
     assert "learning_rat" in result.stdout + result.stderr
+
+
+def test_revision_that_is_not_a_checkpoint_fails_before_any_job(tmp_path):
+    args = ("--configfile", ROOT / ".test/config.yaml", "--directory", tmp_path)
+    target = "results/masks/neox-test/step7/bigram/lam-1/seed-0/mask.safetensors"
+    result = snakemake("-n", *args, target, check=False)
+    assert result.returncode != 0
+    message = "revision 'step7' is not a checkpoint of 'neox-test' (its checkpoints: step0, step40)"
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +227,96 @@ def test_residual_stream_and_dynamics_tables(test_run):
     dynamics = _table(workdir, "dynamics")
     assert len(dynamics) == 2 * 2 * 2  # models × checkpoints × seeds
     assert set(dynamics["step"]) == {0, 40} and "first_mlp_share" in dynamics
+
+
+def test_training_snapshots_are_removed_and_were_where_the_rule_says(test_run):
+    workdir, _ = test_run
+    assert not [p for p in (workdir / "results/resume").rglob("*") if p.is_file()]
+    log = workdir / "logs/train_mask/neox-test/step40/bigram/lam-1/seed-0.log"
+    assert "snapshots every 10 steps in results/resume/train_mask/neox-test/step40/bigram/" in (
+        log.read_text()
+    )
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):  # a thread or process that just exited
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return children + [d for c in children for d in _descendants(c)]
+
+
+def test_killed_job_resumes_when_the_same_command_is_rerun(test_run, tmp_path):
+    """SIGKILL the job mid-training (as a cluster preempting it would), rerun the same command:
+    it resumes from the snapshot and ends with the mask the uninterrupted run made."""
+    workdir, _ = test_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.copytree(
+        workdir / ".snakemake", copy / ".snakemake", ignore=shutil.ignore_patterns("conda")
+    )
+    mask_dir = "results/masks/neox-test/step40/bigram/lam-1/seed-0"
+    expected = load_file(copy / mask_dir / "mask.safetensors")
+    (copy / mask_dir / "mask.safetensors").unlink()
+    (copy / "often.yaml").write_text("resume: {pretrain_every: 20, mask_every: 2}\n")
+    command = [
+        BIN / "snakemake", "--snakefile", ROOT / "Snakefile", "--cores", "1",
+        "--configfile", ROOT / ".test/config.yaml", copy / "often.yaml",
+        "--directory", copy, f"{mask_dir}/mask.safetensors",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    snapshot = copy / "results/resume/train_mask/neox-test/step40/bigram/lam-1/seed-0/state.pt"
+    workflow = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)  # fmt: skip
+    while workflow.poll() is None and not snapshot.exists():
+        time.sleep(0.005)
+    jobs = _descendants(workflow.pid)
+    assert workflow.poll() is None and jobs, "the job finished before its first snapshot"
+    for pid in jobs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    output, _ = workflow.communicate(timeout=120)
+    assert workflow.returncode != 0 and "Error in rule train_mask" in output, output
+    assert snapshot.exists() and not (copy / mask_dir / "mask.safetensors").exists()
+    run(*command)
+    log = (copy / "logs/train_mask/neox-test/step40/bigram/lam-1/seed-0.log").read_text()
+    assert "resuming from results/resume/train_mask/neox-test/step40/bigram/lam-1/seed-0" in log
+    resumed = load_file(copy / mask_dir / "mask.safetensors")  # the header's provenance differs
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[name], expected[name]) for name in expected)
+    assert not snapshot.parent.exists()
+
+
+def test_same_config_twice_gives_identical_masks_metrics_and_tables(test_run, tmp_path):
+    """Determinism: a second run of the same config in a fresh directory reproduces every mask
+    bit for bit, every metrics.json, and every table except the step times (figures excepted:
+    their files embed dates)."""
+    workdir, _ = test_run
+    snakemake("--cores", "2", "--configfile", ROOT / ".test/config.yaml", "--directory", tmp_path)
+    masks = sorted(
+        p.relative_to(workdir) for p in workdir.glob("results/masks/**/mask.safetensors")
+    )
+    assert len(masks) == 16  # 2 models × (full, empty, λ 1 × 2 checkpoints × 2 seeds) + 4 optimal
+    for path in masks:
+        first, second = load_file(workdir / path), load_file(tmp_path / path)
+        assert first.keys() == second.keys(), path
+        assert all(torch.equal(first[name], second[name]) for name in first), path
+    for path in workdir.glob("results/masks/**/metrics.json"):
+        second = tmp_path / path.relative_to(workdir)
+        assert json.loads(path.read_text()) == json.loads(second.read_text()), path
+    tables = sorted(workdir.glob("results/tables/*.tsv"))
+    assert len(tables) >= 14
+    for path in tables:
+        first = pd.read_csv(path, sep="\t", dtype=str)
+        second = pd.read_csv(tmp_path / path.relative_to(workdir), sep="\t", dtype=str)
+        timing = [c for c in first.columns if c.startswith("ms_")]
+        pd.testing.assert_frame_equal(first.drop(columns=timing), second.drop(columns=timing))
+    # Every artifact made with randomness records its seed (counting bigrams draws none).
+    for meta in workdir.glob("results/**/meta.json"):
+        if "bigrams" not in meta.parts:
+            assert "seed" in meta.read_text(), meta
 
 
 def test_second_run_has_nothing_to_do(test_run):

@@ -8,6 +8,7 @@ padding, after a document-level train/eval split. No bigram counting here (see `
 from __future__ import annotations
 
 import ast
+import codecs
 import functools
 import gc
 import hashlib
@@ -144,6 +145,27 @@ def _non_empty_texts(texts: Iterator[Any], source: str, field: str) -> list[str]
     return documents
 
 
+def _check_utf8(path: Path, chunk_bytes: int = 1 << 24) -> None:
+    """Refuse a file that is not UTF-8, naming it and the first bad byte (`datasets` would
+    fail deep inside Arrow, or a lenient reader would silently change the text)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(chunk_bytes)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                position = offset + error.start - len(decoder.getstate()[0])
+                raise ValueError(
+                    f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+                    f"offset {max(position, 0)}); convert it, e.g. `iconv -f latin1 -t utf-8`"
+                ) from error
+            if not chunk:
+                return
+            offset += len(chunk)
+
+
 def local_documents(paths: Sequence[str | os.PathLike], cache_dir: str | None = None) -> list[str]:
     """Local text files, one file = one document; directories contribute their `*.txt` recursively.
 
@@ -164,6 +186,8 @@ def local_documents(paths: Sequence[str | os.PathLike], cache_dir: str | None = 
             raise ValueError(f"corpus path {path} does not exist")
     if not files:
         raise ValueError("no corpus paths given")
+    for file in files:
+        _check_utf8(Path(file))
     # Streaming reads the files in place instead of copying them into the Arrow cache.
     dataset = datasets.load_dataset(
         "text",
@@ -177,6 +201,11 @@ def local_documents(paths: Sequence[str | os.PathLike], cache_dir: str | None = 
     documents = _non_empty_texts(texts, f"local files {paths}", "text")
     log.info("local corpus: %d files, %d non-empty documents", len(files), len(documents))
     return documents
+
+
+def _offline() -> bool:
+    flags = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(flag in {"1", "ON", "YES", "TRUE"} for flag in flags)
 
 
 def huggingface_documents(
@@ -199,16 +228,26 @@ def huggingface_documents(
 
     if max_documents is not None and max_documents < 1:
         raise ValueError(f"max_documents must be positive, got {max_documents}")
-    dataset = datasets.load_dataset(
-        name,
-        config,
-        split=split,
-        streaming=streaming,
-        revision=revision,
-        data_files=data_files,
-        cache_dir=cache_dir,
-    )
     source = f"dataset {name!r} (config {config!r}, split {split!r})"
+    try:
+        dataset = datasets.load_dataset(
+            name,
+            config,
+            split=split,
+            streaming=streaming,
+            revision=revision,
+            data_files=data_files,
+            cache_dir=cache_dir,
+        )
+    except ConnectionError as error:
+        if not _offline():
+            raise
+        raise ConnectionError(
+            f"{source} is not available offline: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set and "
+            "it is not in the local cache. Run this rule once online (e.g. `HF_HUB_OFFLINE=0 "
+            "HF_DATASETS_OFFLINE=0 snakemake --cores all results/corpus/documents.jsonl`), or "
+            f"set corpus.huggingface.name to a local directory of data files ({error})"
+        ) from error
     columns = dataset.column_names
     if columns is not None and text_field not in columns:
         raise KeyError(f"text field {text_field!r} not in {source}; columns: {columns}")

@@ -43,7 +43,10 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def load_model(directory: str | os.PathLike, device: str | None = None):
     """A causal LM saved with `save_pretrained`, in eval mode; never runs code from the hub."""
+    from pickle import UnpicklingError
+
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
@@ -51,11 +54,27 @@ def load_model(directory: str | os.PathLike, device: str | None = None):
         raise FileNotFoundError(
             f"no model at {directory}: expected a save_pretrained directory with config.json"
         )
-    model = AutoModelForCausalLM.from_pretrained(
-        directory, local_files_only=True, trust_remote_code=False, dtype=torch.float32
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=False, dtype=torch.float32
+        )
+    except (OSError, ValueError, RuntimeError, KeyError, UnpicklingError, SafetensorError) as error:
+        # weights_only unpickling, truncated safetensors, remote code asked for: all refused.
+        raise ValueError(f"cannot load the model in {directory}: {error}") from error
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
+
+
+def check_vocab_fits(vocab_size: int, model, source: str | os.PathLike) -> None:
+    """Token ids from a tokenizer (or bigram table) larger than the model's embedding would index
+    out of range: refuse them, naming where they came from. A larger embedding is fine (Pythia
+    pads 50,277 tokens to 50,304 rows)."""
+    n_rows = model.get_input_embeddings().num_embeddings
+    if vocab_size > n_rows:
+        raise ValueError(
+            f"{source}: a vocabulary of {vocab_size} tokens does not fit the model's embedding "
+            f"of {n_rows} rows: tokenizer and model do not match"
+        )
 
 
 def load_checkpoint(checkpoints: str | os.PathLike, revision: str, device: str | None = None):

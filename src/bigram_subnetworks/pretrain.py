@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from transformers import (
 )
 
 from .atomic import atomic_path
+from .resume import Resume, rng_states, set_rng_states
 from .runtime import autocast, default_device, seeded_batches
 
 log = logging.getLogger(__name__)
@@ -255,20 +257,36 @@ def pretrain(
     cfg: PretrainConfig,
     save_checkpoint: Callable[[int, PreTrainedModel], None],
     device: torch.device | str | None = None,
+    resume: Resume | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` in place, calling ``save_checkpoint(step, model)`` at every checkpoint step
     (0 = before any update). Returns one history row per evaluation: every ``eval_every`` steps
-    and at every checkpoint step. Deterministic on CPU for a given seed."""
+    and at every checkpoint step. Deterministic on CPU for a given seed. With ``resume``, the
+    whole state is saved every ``resume.every`` steps and a run continues from the last snapshot
+    (the checkpoints saved before it must still exist; the caller owns them and the snapshots)."""
     device = default_device(device)
     _check_tokens("train_tokens", train_tokens, model)
     _check_tokens("eval_tokens", eval_tokens, model)
     model.to(device)
     torch.manual_seed(cfg.seed)  # GPT-2's dropout draws from the global generator
     optimizer = _optimizer(model, cfg)
-    batches = seeded_batches(train_tokens, cfg.batch_size, cfg.seed)
     eval_set, checkpoints = eval_tokens[: cfg.eval_sequences], set(cfg.checkpoint_steps)
     since_eval, since_log, rows, last_eval = _Window(), _Window(), [], math.nan
-    for step in range(cfg.steps + 1):
+    saved, done = (resume.load() if resume is not None else None), -1
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_states(saved["rng"])
+        done, rows, last_eval = saved["step"], list(saved["rows"]), saved["last_eval"]
+        since_eval.losses, since_eval.ms = (
+            list(saved["since_eval"][0]),
+            list(saved["since_eval"][1]),
+        )
+        since_log.losses, since_log.ms = list(saved["since_log"][0]), list(saved["since_log"][1])
+        log.info("resumed after step %d", done)
+    # Step s ≥ 1 trains on batch s − 1.
+    batches = seeded_batches(train_tokens, cfg.batch_size, cfg.seed, start=max(done, 0))
+    for step in range(done + 1, cfg.steps + 1):
         lr = learning_rate(step, cfg)
         if step > 0:
             model.train()
@@ -291,6 +309,19 @@ def pretrain(
                 "step %d | loss %.3f | eval %.2f | lr %.1e | %.0f ms/step",
                 step, train_loss, last_eval, lr, ms,
             )  # fmt: skip
+        if resume is not None and resume.due(step) and 0 < step < cfg.steps:
+            resume.save(
+                {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_states(),
+                    "rows": rows,
+                    "last_eval": last_eval,
+                    "since_eval": (since_eval.losses, since_eval.ms),
+                    "since_log": (since_log.losses, since_log.ms),
+                }
+            )
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
 
 
@@ -320,14 +351,34 @@ def pretrain_to_directory(
     eval_tokens: np.ndarray,
     tokenizer,
     directory: str | os.PathLike,
+    resume: Resume | None = None,
 ) -> pd.DataFrame:
     """Pretrain a fresh model, saving each checkpoint with its tokenizer as `step{N}/` under
-    ``directory``, so every revision loads on its own like a hub snapshot."""
+    ``directory``, so every revision loads on its own like a hub snapshot. With ``resume``, the
+    checkpoints are collected beside the snapshots (so a killed run keeps them) and moved to
+    ``directory`` at the end; the snapshots are then removed."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    work = directory if resume is None else resume.directory / "checkpoints"
+    work.mkdir(parents=True, exist_ok=True)
     model = build_model(shape, len(tokenizer), seed=cfg.seed)
 
     def save(step: int, trained: PreTrainedModel) -> None:
-        save_checkpoint_dir(trained, directory / f"step{step}", tokenizer)
+        save_checkpoint_dir(trained, work / f"step{step}", tokenizer)
 
-    return pretrain(model, train_tokens, eval_tokens, cfg, save)
+    history = pretrain(model, train_tokens, eval_tokens, cfg, save, resume=resume)
+    if resume is not None:
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work, directory)
+        resume.clear()
+    return history
+
+
+def resume_for(
+    directory: str | os.PathLike, every: int, shape: ModelShape, cfg: PretrainConfig, vocab: int
+) -> Resume:
+    """Snapshots of a pretraining run with these settings."""
+    return Resume(
+        directory, every, {"shape": asdict(shape), "pretrain": asdict(cfg), "vocab": vocab}
+    )

@@ -20,16 +20,23 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def seeded_batches(tokens: np.ndarray, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+def seeded_batches(
+    tokens: np.ndarray, batch_size: int, seed: int, start: int = 0
+) -> Iterator[torch.Tensor]:
     """Endless int64 batches of sequences in an order seeded by (seed, epoch), reshuffled every
     epoch; the incomplete last batch of an epoch is dropped. Rows are read in sorted order, which
-    is kind to memory-mapped token files."""
+    is kind to memory-mapped token files. ``start`` skips that many batches without reading them:
+    the order depends on (seed, batch index) only, so a resumed run sees the batches it would
+    have seen."""
     if len(tokens) < batch_size:
         raise ValueError(f"{len(tokens)} training sequences are fewer than a batch ({batch_size})")
-    epoch = 0
+    if start < 0:
+        raise ValueError(f"cannot start at batch {start}")
+    per_epoch = len(tokens) // batch_size
+    epoch, skip = divmod(start, per_epoch)
     while True:
         order = np.random.default_rng([seed, epoch]).permutation(len(tokens))
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            batch = tokens[np.sort(order[start : start + batch_size])]
+        for first in range(skip * batch_size, per_epoch * batch_size, batch_size):
+            batch = tokens[np.sort(order[first : first + batch_size])]
             yield torch.from_numpy(np.asarray(batch, dtype=np.int64))
-        epoch += 1
+        epoch, skip = epoch + 1, 0

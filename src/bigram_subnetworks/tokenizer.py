@@ -16,6 +16,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
@@ -56,8 +58,10 @@ def train_bpe(documents: Sequence[str], vocab_size: int) -> PreTrainedTokenizerF
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | os.PathLike) -> None:
-    """Save in the Hugging Face layout, so `AutoTokenizer` and models' `save_pretrained` agree."""
-    tokenizer.save_pretrained(str(directory))
+    """Save in the Hugging Face layout, so `AutoTokenizer` and models' `save_pretrained` agree;
+    written atomically (a killed job leaves no partial directory)."""
+    with atomic_path(directory) as tmp:
+        tokenizer.save_pretrained(str(tmp))
 
 
 def load_tokenizer(directory: str | os.PathLike) -> PreTrainedTokenizerBase:
@@ -65,6 +69,8 @@ def load_tokenizer(directory: str | os.PathLike) -> PreTrainedTokenizerBase:
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"tokenizer directory {directory} does not exist")
     try:
-        return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        return AutoTokenizer.from_pretrained(
+            str(directory), local_files_only=True, trust_remote_code=False
+        )
     except (OSError, ValueError) as error:
         raise ValueError(f"no loadable tokenizer in {directory}: {error}") from error

@@ -3,7 +3,8 @@
 loss = CE(target, masked model) + λ · Σσ(βs)/|M|; AdamW on the scores only; β ← β·growth after
 every optimizer step; early stop when the undecided weights are < 1% of the kept ones; up to
 `attempts` tries with different data orders, rejecting a try whose loss curve spikes; the final
-mask is s > 0. Pure: no file I/O — callers save the returned mask and history.
+mask is s > 0. No file I/O but the optional `Resume` snapshots: callers save the returned mask and
+history.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ from torch import nn
 from .architectures import maskable_parameters
 from .config import SENTINELS
 from .masking import ContinuousSparsification, Mask, masked_forward
+from .resume import Resume, rng_states, set_rng_states
 from .runtime import autocast, default_device, seeded_batches
 from .targets import Target
 
@@ -38,6 +41,7 @@ HISTORY_COLUMNS = (
     "beta",
     "ms_per_step",
 )
+_LOSS = HISTORY_COLUMNS.index("loss")
 
 
 @dataclass(frozen=True)
@@ -145,15 +149,24 @@ def train_attempt(
     cfg: MaskTrainingConfig,
     attempt: int,
     device: torch.device,
-) -> tuple[Mask, pd.DataFrame]:
-    """One attempt from fresh scores (s = 0) with its own data order."""
+    start: dict[str, Any] | None = None,
+    snapshot: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[Mask, list[tuple]]:
+    """One attempt from fresh scores (s = 0) with its own data order, or continued from
+    ``start`` (an attempt's state as given to ``snapshot``, which is called every step and
+    decides itself whether to save). Returns the hard mask and one history row per step."""
     cs = ContinuousSparsification(maskable_parameters(model)).to(device)
     optimizer = torch.optim.AdamW(
         cs.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
-    batches = seeded_batches(tokens, cfg.batch_size, seed=cfg.seed * 1000 + attempt)
-    rows = []
-    for step in range(1, cfg.max_steps + 1):
+    done, rows = 0, []
+    if start is not None:
+        cs.load_state_dict(start["scores"])
+        optimizer.load_state_dict(start["optimizer"])
+        done, rows = start["step"], list(start["rows"])
+        log.info("attempt %d: resumed after step %d", attempt, done)
+    batches = seeded_batches(tokens, cfg.batch_size, seed=cfg.seed * 1000 + attempt, start=done)
+    for step in range(done + 1, cfg.max_steps + 1):
         started = time.perf_counter()
         xent, penalty = _step(model, cs, target, optimizer, next(batches), cfg, device)
         on, undecided = cs.decision_counts()
@@ -192,7 +205,16 @@ def train_attempt(
         if undecided < cfg.early_stop_fraction * on or undecided == 0:
             log.info("attempt %d: early stop at step %d (%d undecided)", attempt, step, undecided)
             break
-    return cs.hard(), pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        if snapshot is not None and step < cfg.max_steps:
+            snapshot(
+                {
+                    "step": step,
+                    "scores": cs.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rows": rows,
+                }
+            )
+    return cs.hard(), rows
 
 
 def fit_mask(
@@ -202,12 +224,18 @@ def fit_mask(
     cfg: MaskTrainingConfig,
     label: str,
     device: torch.device | str | None = None,
+    resume: Resume | None = None,
 ) -> TrainResult:
     """A trained mask, or for the sentinel labels ('full', 'empty') the fixed one, untrained."""
     if label in SENTINELS:
         empty = pd.DataFrame(columns=list(HISTORY_COLUMNS))
         return TrainResult(sentinel_mask(model, label), empty, 0, 0, True, f"sentinel {label}")
-    return train_mask(model, target, tokens, cfg, device)
+    return train_mask(model, target, tokens, cfg, device, resume)
+
+
+def resume_for(directory, every: int, cfg: MaskTrainingConfig) -> Resume:
+    """Snapshots of a mask training with these settings."""
+    return Resume(directory, every, {"mask_training": asdict(cfg)})
 
 
 def train_mask(
@@ -216,20 +244,45 @@ def train_mask(
     tokens: np.ndarray,
     cfg: MaskTrainingConfig,
     device: torch.device | str | None = None,
+    resume: Resume | None = None,
 ) -> TrainResult:
     """Train a mask with up to ``cfg.attempts`` tries; keep the first stable one.
 
     If every attempt is unstable (the reference then keeps all of them), the one with the lowest
     final loss is returned and marked unstable. The model is frozen (``requires_grad=False``) and
-    put in eval mode (no dropout), and stays so: only the scores are trained.
+    put in eval mode (no dropout), and stays so: only the scores are trained. With ``resume``,
+    the state is saved every ``resume.every`` steps and a run continues from the last snapshot;
+    the snapshots are removed once the mask is trained.
     """
     device = default_device(device)
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    tried = []
-    for attempt in range(cfg.attempts):
-        mask, history = train_attempt(model, target, tokens, cfg, attempt, device)
+    saved = resume.load() if resume is not None else None
+    tried: list[tuple] = []
+    if saved is not None:
+        set_rng_states(saved["rng"])
+        tried = [
+            (Mask(t["mask"]), t["rows"], t["attempt"], t["stable"], t["reason"])
+            for t in saved["tried"]
+        ]
+
+    def snapshot(attempt: int, state: dict[str, Any]) -> None:
+        if resume is None or not resume.due(state["step"]):
+            return
+        finished = [
+            {"mask": dict(m.tensors), "rows": r, "attempt": a, "stable": st, "reason": why}
+            for m, r, a, st, why in tried
+        ]
+        resume.save({"attempt": attempt, "current": state, "tried": finished, "rng": rng_states()})
+
+    for attempt in range(len(tried), cfg.attempts):
+        start = saved["current"] if saved is not None and saved["attempt"] == attempt else None
+        mask, rows = train_attempt(
+            model, target, tokens, cfg, attempt, device, start,
+            snapshot=lambda state, attempt=attempt: snapshot(attempt, state),
+        )  # fmt: skip
+        history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
         stable, reason = is_stable(
             history["xent"].to_numpy(),
             cfg.spike_window,
@@ -238,17 +291,19 @@ def train_mask(
             cfg.spike_recovery_steps,
         )
         log.info("attempt %d: %s after %d steps", attempt, reason, len(history))
-        tried.append((mask, history, attempt, stable, reason))
+        tried.append((mask, rows, attempt, stable, reason))
         if stable:
             break
+    if resume is not None:
+        resume.clear()
     stable_runs = [t for t in tried if t[3]]
-    finite = [t for t in tried if np.isfinite(t[1]["loss"].iloc[-1])]
+    finite = [t for t in tried if math.isfinite(t[1][-1][_LOSS])]
     if not stable_runs and not finite:
         raise FloatingPointError(f"all {cfg.attempts} attempts produced non-finite losses")
-    chosen = stable_runs[0] if stable_runs else min(finite, key=lambda t: t[1]["loss"].iloc[-1])
-    history = pd.concat([t[1] for t in tried], ignore_index=True)
-    mask, chosen_history, attempt, stable, reason = chosen
-    return TrainResult(mask, history, attempt, len(chosen_history), stable, reason)
+    chosen = stable_runs[0] if stable_runs else min(finite, key=lambda t: t[1][-1][_LOSS])
+    history = pd.DataFrame([r for t in tried for r in t[1]], columns=list(HISTORY_COLUMNS))
+    mask, chosen_rows, attempt, stable, reason = chosen
+    return TrainResult(mask, history, attempt, len(chosen_rows), stable, reason)
 
 
 SEARCH_COLUMNS = ("iteration", "source", "lam", "n_kept", "deviation", "stable", "steps")

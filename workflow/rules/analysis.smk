@@ -7,7 +7,7 @@ rule overlap:
     input:
         bigram=mask_file("bigram", "bigram"),
         optimal=mask_file("optimal", "optimal"),
-        checkpoints=rules.pretrain.output.checkpoints,
+        checkpoints=model_checkpoints,
     output:
         summary=f"{OVERLAP_DIR}/overlap.json",
         blocks=f"{OVERLAP_DIR}/blocks.tsv",
@@ -51,7 +51,7 @@ rule collect_overlap:
 rule ablation:
     input:
         mask=f"{MASK_DIR}/mask.safetensors",
-        checkpoints=rules.pretrain.output.checkpoints,
+        checkpoints=model_checkpoints,
         tokens=model_tokens("eval"),
         bigrams=model_bigrams,
     output:
@@ -99,7 +99,7 @@ rule collect_ablation:
 rule lens:
     input:
         mask=mask_file("bigram", "lam"),
-        checkpoints=rules.pretrain.output.checkpoints,
+        checkpoints=model_checkpoints,
         train=model_tokens("train"),
         eval=model_tokens("eval"),
         bigrams=model_bigrams,

@@ -26,6 +26,18 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def model_checkpoints(wildcards):
+    """The model's checkpoint directory; a requested revision it does not have is an error
+    naming both, raised while the DAG is built (before any job runs)."""
+    revisions = GRID.revisions(wildcards.model)
+    if wildcards.revision not in revisions:
+        raise ValueError(
+            f"revision {wildcards.revision!r} is not a checkpoint of {wildcards.model!r} "
+            f"(its checkpoints: {', '.join(revisions)})"
+        )
+    return rules.pretrain.output.checkpoints.format(model=wildcards.model)
+
+
 def tokenizer_vocab_size(wildcards):
     return GRID.tokenizers[wildcards.tokenizer]["vocab_size"]
 

@@ -4,7 +4,7 @@
 
 rule train_mask:
     input:
-        checkpoints=rules.pretrain.output.checkpoints,
+        checkpoints=model_checkpoints,
         tokens=model_tokens("train"),
         bigrams=model_bigrams,
     output:
@@ -27,6 +27,8 @@ rule train_mask:
     params:
         training=mask_training_params,
         version=__version__,
+        # Not an output: Snakemake removes the outputs of a killed job, the snapshots must stay.
+        resume_dir="results/resume/train_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}",
     script:
         "../scripts/train_mask.py"
 
@@ -35,7 +37,7 @@ rule match_mask_size:
     input:
         bigram_meta=mask_file("bigram", "bigram", "meta.json"),
         optimal_metas=configured_optimal_metas,
-        checkpoints=rules.pretrain.output.checkpoints,
+        checkpoints=model_checkpoints,
         tokens=model_tokens("train"),
         bigrams=model_bigrams,
     output:
@@ -65,7 +67,7 @@ rule evaluate_mask:
     input:
         mask=f"{MASK_DIR}/mask.safetensors",
         meta=f"{MASK_DIR}/meta.json",
-        checkpoints=rules.pretrain.output.checkpoints,
+        checkpoints=model_checkpoints,
         tokens=model_tokens("eval"),
         bigrams=model_bigrams,
     output:

@@ -24,6 +24,8 @@ rule pretrain:
         arch=model_arch,
         pretrain=pretrain_params,
         version=__version__,
+        # Not an output: Snakemake removes the outputs of a killed job, the snapshots must stay.
+        resume_dir="results/resume/pretrain/{model}",
     script:
         "../scripts/pretrain.py"
 

@@ -17,6 +17,7 @@ tokens = tokens[: evaluation_settings["max_sequences"]]
 batch_size = evaluation_settings["batch_size"]
 checkpoint = f"{snakemake.input.checkpoints}/{w.revision}"
 model = io.load_model(checkpoint)
+io.check_vocab_fits(vocab_size, model, source=snakemake.input.bigrams)
 mask = Mask.load(snakemake.input.mask)
 mask.check_matches(model, source=snakemake.input.mask)
 seed = snakemake.params.control_seed

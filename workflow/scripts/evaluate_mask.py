@@ -14,6 +14,7 @@ bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 tokens = tokens[: settings["max_sequences"]]
 model = io.load_checkpoint(snakemake.input.checkpoints, snakemake.wildcards.revision)
+io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
 mask = Mask.load(snakemake.input.mask)
 mask.check_matches(model, source=snakemake.input.mask)
 metrics = evaluation.evaluate_mask(

@@ -15,6 +15,7 @@ vocab_size = BigramModel(BigramCounts.load(snakemake.input.bigrams)).vocab_size
 fit = corpus.load_tokens(snakemake.input.train, vocab_size)[: settings["fit_sequences"]]
 held_out = corpus.load_tokens(snakemake.input.eval, vocab_size)[: settings["eval_sequences"]]
 model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
+io.check_vocab_fits(vocab_size, model, source=snakemake.input.bigrams)
 mask = Mask.load(snakemake.input.mask)
 mask.check_matches(model, source=snakemake.input.mask)
 seed = snakemake.params.control_seed

@@ -15,6 +15,7 @@ known = [(m["lam_value"], m["n_kept"]) for m in map(io.read_json, snakemake.inpu
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
+io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
 target = targets.make_target("optimal", model, bigrams)
 found = training.match_size(
     lambda lam: training.train_mask(

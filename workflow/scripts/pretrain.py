@@ -10,8 +10,10 @@ shape, cfg = pretrain.configs_from_dict(snakemake.params.arch, snakemake.params.
 tok = tokenizer.load_tokenizer(snakemake.input.tokenizer)
 train = corpus.load_tokens(snakemake.input.train, vocab_size=len(tok))
 evaluation = corpus.load_tokens(snakemake.input.eval, vocab_size=len(tok))
+every = snakemake.config["resume"]["pretrain_every"]
+resume = pretrain.resume_for(snakemake.params.resume_dir, every, shape, cfg, len(tok))
 history = pretrain.pretrain_to_directory(
-    shape, cfg, train, evaluation, tok, snakemake.output.checkpoints
+    shape, cfg, train, evaluation, tok, snakemake.output.checkpoints, resume=resume
 )
 io.write_table(history, snakemake.output.history)
 meta = io.provenance(

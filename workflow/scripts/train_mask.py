@@ -12,8 +12,11 @@ cfg = training.MaskTrainingConfig(**snakemake.params.training)
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
+io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
 target = targets.make_target(w.target, model, bigrams)
-result = training.fit_mask(model, target, tokens, cfg, label=w.lam)
+every = snakemake.config["resume"]["mask_every"]
+resume = training.resume_for(snakemake.params.resume_dir, every, cfg)
+result = training.fit_mask(model, target, tokens, cfg, label=w.lam, resume=resume)
 meta = io.provenance(
     rule="train_mask",
     **w,
