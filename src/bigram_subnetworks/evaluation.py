@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -96,14 +96,13 @@ def run_model(
         model.train(was_training)
     surprisal = np.concatenate(surprisals)
     xents = {name: total / len(tokens) for name, total in sums.items()}
-    outputs = EvalOutputs(surprisal, float(surprisal.mean() * LN2), xents)
-    if compare_full:
-        outputs = replace(
-            outputs,
-            full_surprisal=np.concatenate(full_surprisals),
-            xent_full=full_sum / len(tokens),
-        )
-    return outputs
+    return EvalOutputs(
+        surprisal,
+        float(surprisal.mean() * LN2),
+        xents,
+        full_surprisal=np.concatenate(full_surprisals) if compare_full else None,
+        xent_full=full_sum / len(tokens) if compare_full else None,
+    )
 
 
 def _clip_inf(values: np.ndarray) -> np.ndarray:

@@ -241,6 +241,13 @@ class _Window:
         self.losses.append(loss)
         self.ms.append(ms)
 
+    def state(self) -> tuple[list[float], list[float]]:
+        """What a resume snapshot keeps of the window."""
+        return self.losses, self.ms
+
+    def restore(self, state: tuple[list[float], list[float]]) -> None:
+        self.losses, self.ms = list(state[0]), list(state[1])
+
     def drain(self) -> tuple[float, float]:
         """Mean loss and ms/step since the last drain (NaN when no step ran), then reset."""
         if not self.losses:
@@ -278,11 +285,8 @@ def pretrain(
         optimizer.load_state_dict(saved["optimizer"])
         set_rng_states(saved["rng"])
         done, rows, last_eval = saved["step"], list(saved["rows"]), saved["last_eval"]
-        since_eval.losses, since_eval.ms = (
-            list(saved["since_eval"][0]),
-            list(saved["since_eval"][1]),
-        )
-        since_log.losses, since_log.ms = list(saved["since_log"][0]), list(saved["since_log"][1])
+        since_eval.restore(saved["since_eval"])
+        since_log.restore(saved["since_log"])
         log.info("resumed after step %d", done)
     # Step s ≥ 1 trains on batch s − 1.
     batches = seeded_batches(train_tokens, cfg.batch_size, cfg.seed, start=max(done, 0))
@@ -318,8 +322,8 @@ def pretrain(
                     "rng": rng_states(),
                     "rows": rows,
                     "last_eval": last_eval,
-                    "since_eval": (since_eval.losses, since_eval.ms),
-                    "since_log": (since_log.losses, since_log.ms),
+                    "since_eval": since_eval.state(),
+                    "since_log": since_log.state(),
                 }
             )
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
