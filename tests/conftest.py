@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,19 @@ def cyclic_tokens() -> np.ndarray:
 @pytest.fixture
 def random_tokens() -> np.ndarray:
     return np.random.default_rng(1).integers(0, VOCAB, size=(64, 16))
+
+
+class RunsCode:
+    """Unpickling this runs `touch pwned` in the working directory: a loader that unpickles it
+    has executed code from a file."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """``tmp_path`` as the working directory, checked afterwards for the mark `RunsCode` leaves."""
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    assert not (tmp_path / "pwned").exists(), "a loader ran code from a file"

@@ -3,7 +3,6 @@ numpy bool arrays gets through the restricted unpickler."""
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.released import load_released_mask, read_released_pickle
 
-from conftest import make_tiny_model
+from conftest import RunsCode, make_tiny_model
 
 
 def _released_dict(model, seed: int = 0) -> dict:
@@ -53,27 +52,21 @@ def test_wrapped_model_prefix_is_dropped(tmp_path):
     )
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
-
-
 @pytest.mark.parametrize(
     "payload",
     [
-        {"transformer.h.0.attn.c_attn.weight": _RunsCode()},
-        _RunsCode(),
+        {"transformer.h.0.attn.c_attn.weight": RunsCode()},
+        RunsCode(),
         {"w": torch.ones(2, dtype=torch.bool)},  # a torch tensor: its pickle names torch code
     ],
     ids=["code-in-dict", "code-at-top", "torch-tensor"],
 )
-def test_anything_but_numpy_arrays_is_refused_and_never_runs(tmp_path, monkeypatch, payload):
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "evil.pickle"
+def test_anything_but_numpy_arrays_is_refused_and_never_runs(in_tmp, payload):
+    path = in_tmp / "evil.pickle"
     path.write_bytes(pickle.dumps(payload))
     with pytest.raises(ValueError, match=r"evil.pickle: not a released mask file \(refusing"):
         read_released_pickle(path)
-    assert not (tmp_path / "pwned").exists()
+    assert not (in_tmp / "pwned").exists()
 
 
 @pytest.mark.parametrize(

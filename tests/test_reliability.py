@@ -21,7 +21,7 @@ from bigram_subnetworks.pretrain import save_checkpoint_dir
 from bigram_subnetworks.targets import BigramTarget
 from bigram_subnetworks.training import MaskTrainingConfig, train_mask
 
-from conftest import VOCAB, make_tiny_model
+from conftest import VOCAB, RunsCode, make_tiny_model
 
 CONFIG = MaskTrainingConfig(
     lam=1.0, learning_rate=0.05, weight_decay=0.01, beta_growth=1.05, max_steps=15,
@@ -71,30 +71,16 @@ def test_nan_in_every_attempt_gives_no_mask(cyclic_tokens, bigrams):
 # ---- no code from data -------------------------------------------------------------------------
 
 
-class _RunsCode:
-    """Unpickling this runs `touch pwned`: a loader that unpickles it has executed our code."""
-
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    assert not (tmp_path / "pwned").exists(), "a loader ran code from a file"
-
-
 def test_token_file_with_a_pickled_object_is_refused(in_tmp):
     path = in_tmp / "train.npy"
-    np.save(path, np.array([_RunsCode()], dtype=object), allow_pickle=True)
+    np.save(path, np.array([RunsCode()], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match=r"train.npy is corrupt or truncated"):
         corpus.load_tokens(path)
 
 
 def test_bigram_counts_with_pickled_objects_are_refused(in_tmp):
     path = in_tmp / "counts.npz"
-    obj = np.array([_RunsCode()], dtype=object)
+    obj = np.array([RunsCode()], dtype=object)
     np.savez(path, data=obj, indices=obj, indptr=obj, shape=np.array([3, 2]), unigrams=obj)
     with pytest.raises(ValueError, match=r"cannot read bigram counts .*counts.npz"):
         BigramCounts.load(path)
@@ -102,7 +88,7 @@ def test_bigram_counts_with_pickled_objects_are_refused(in_tmp):
 
 def test_mask_file_that_is_a_pickle_is_refused(in_tmp):
     path = in_tmp / "mask.safetensors"
-    path.write_bytes(pickle.dumps(_RunsCode()))
+    path.write_bytes(pickle.dumps(RunsCode()))
     with pytest.raises(ValueError, match=r"cannot read mask file .*mask.safetensors"):
         Mask.load(path)
 
@@ -110,7 +96,7 @@ def test_mask_file_that_is_a_pickle_is_refused(in_tmp):
 def test_model_with_pickled_weights_is_refused(in_tmp):
     directory = in_tmp / "model"
     make_tiny_model("gpt_neox").config.save_pretrained(directory)
-    torch.save({"gpt_neox.embed_in.weight": _RunsCode()}, directory / "pytorch_model.bin")
+    torch.save({"gpt_neox.embed_in.weight": RunsCode()}, directory / "pytorch_model.bin")
     with pytest.raises(ValueError, match=r"cannot load the model in .*model"):
         io.load_model(directory)
 

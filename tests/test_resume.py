@@ -19,7 +19,7 @@ import torch
 
 from bigram_subnetworks.resume import STATE_FILE, Resume
 
-from conftest import VOCAB, make_tiny_model
+from conftest import VOCAB, RunsCode, make_tiny_model
 
 # Child processes: the job as the workflow script runs it, minus Snakemake. One thread, so the
 # killed-and-resumed run and the uninterrupted one do identical arithmetic.
@@ -166,19 +166,13 @@ def test_truncated_snapshot_is_an_error_naming_the_file(tmp_path):
         resume.load()
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
-
-
-def test_snapshot_that_would_run_code_is_refused(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    resume = Resume(tmp_path / "snap", 5, {})
+def test_snapshot_that_would_run_code_is_refused(in_tmp):
+    resume = Resume(in_tmp / "snap", 5, {})
     resume.directory.mkdir()
-    torch.save({"fingerprint": resume.fingerprint, "state": _RunsCode()}, resume.path)
+    torch.save({"fingerprint": resume.fingerprint, "state": RunsCode()}, resume.path)
     with pytest.raises(ValueError, match="cannot read the resume snapshot"):
         resume.load()
-    assert not (tmp_path / "pwned").exists()
+    assert not (in_tmp / "pwned").exists()
 
 
 def test_interval_zero_never_snapshots_and_negative_is_refused(tmp_path):
