@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +91,29 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     yield tmp_path
     assert not (tmp_path / "pwned").exists(), "a loader ran code from a file"
+
+
+def hub_snapshot_dir(cache: Path, repo_id: str, revision: str = "main") -> Path:
+    """A snapshot folder in the layout `huggingface_hub` reads offline (refs/<revision> names a
+    commit whose snapshot holds the files: plain files here, links into blobs/ in a real cache).
+    Callers write the repository's files into it."""
+    storage = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    (storage / "refs" / revision).write_text(commit)
+    snapshot = storage / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
+
+
+def released_dict(model, seed: int = 0, density: float = 0.1) -> dict:
+    """What the authors' `get_mask_dict` pickles: {HF parameter name: bool array} and the model
+    name."""
+    from bigram_subnetworks.architectures import maskable_parameters
+
+    rng = np.random.default_rng(seed)
+    masks = {
+        name: rng.random(tuple(weight.shape)) < density
+        for name, weight in maskable_parameters(model).items()
+    }
+    return {**masks, "orig_model_name": "EleutherAI/pythia-70m"}

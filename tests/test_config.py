@@ -17,7 +17,7 @@ def config():
     return yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("path", ["config.yaml", ".test/config.yaml"])
+@pytest.mark.parametrize("path", ["config.yaml", ".test/config.yaml", "configs/paper.yaml"])
 def test_shipped_configs_validate(path):
     load_config(ROOT / path, SCHEMA)
 
@@ -90,8 +90,8 @@ def test_grid_enumerates_final_and_intermediate_masks(config):
         MaskJob("pythia-tiny", "step1500", "bigram", "full", 0),
         MaskJob("pythia-tiny", "step1500", "bigram", "10", 0),
     ]
-    assert grid.mask_training("full", 0)["lam"] == float("-inf")
-    assert grid.mask_training("10", "3") == {
+    assert grid.mask_training("pythia-tiny", "full", 0)["lam"] == float("-inf")
+    assert grid.mask_training("pythia-tiny", "10", "3") == {
         **{k: v for k, v in config["mask_training"].items() if k != "seeds"},
         "lam": 10.0,
         "seed": 3,
@@ -190,4 +190,87 @@ def test_grid_with_optimal_masks_and_seeds(config):
 )
 def test_analysis_config_errors_are_named(config, change, message):
     change(config)
+    assert message in _error(config)
+
+
+PYTHIA_REVISIONS = [
+    *(f"step{n}" for n in (0, 128, 256, 512, 1000, 2000, 3000, 4000, 6000, 10000, 16000)),
+    *(f"step{n}" for n in (25000, 40000, 63000, 100000, 143000)),
+    "main",
+]
+
+
+def test_paper_config_is_the_papers_grid():
+    grid = Grid(load_config(ROOT / "configs/paper.yaml", SCHEMA))
+    pythia = ["pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b"]
+    gpt2 = ["gpt2-small", "gpt2-medium", "gpt2-large"]
+    assert list(grid.models) == pythia + gpt2 and grid.pretrained_models() == []
+    for model in pythia:
+        assert grid.revisions(model) == PYTHIA_REVISIONS
+    assert all(grid.revisions(model) == ["main"] for model in gpt2)
+    assert grid.hub_tokenizers() == ["pythia", "gpt2"]
+    jobs = grid.mask_jobs()
+    final = [j for j in jobs if j.revision == "main" and j.target == "bigram"]
+    assert len(final) == 7 * 10  # {0, 1, 5, 10, 50, 100, 500, 1000} and ±∞ per model
+    assert len([j for j in jobs if j.revision != "main"]) == 4 * 16 * 7
+    assert len([j for j in jobs if j.target == "optimal"]) == 4 * 7
+    # Pythia-1B: 2 micro-batches of 16 (spec §3), eval batches of 16 (spec §5).
+    settings = grid.mask_training("pythia-1b", "100", 0)
+    assert (settings["batch_size"], settings["grad_accum"], settings["lam"]) == (32, 2, 100.0)
+    assert grid.mask_training("pythia-160m", "10", 0)["grad_accum"] == 1
+    assert grid.evaluation("pythia-1b")["batch_size"] == 16
+    assert grid.evaluation("gpt2-small") == {"batch_size": 32, "max_sequences": 10000}
+    assert grid.resources("pythia-1b", "gpu", 0) == 1
+    assert grid.model_directory("gpt2-large", "main") == "results/models/gpt2-large/hub/main"
+
+
+def test_hub_model_and_its_overrides(config):
+    config["tokenizers"].append({"name": "hubtok", "hub": {"id": "org/x", "revision": "main"}})
+    config["models"].append(
+        {
+            "name": "mine",
+            "arch": "gpt2",
+            "tokenizer": "hubtok",
+            "hub": {"id": "/data/my-model", "revisions": ["early", "late"]},
+            "resources": {"gpu": 1, "mem_mb": 9000},
+            "mask_training": {"batch_size": 4},
+        }
+    )
+    validate_config(config, SCHEMA)
+    grid = Grid(config)
+    assert grid.revisions("mine") == ["early", "late"] and grid.final_revision("mine") == "late"
+    assert grid.is_hub_model("mine") and "mine" not in grid.pretrained_models()
+    assert grid.trained_tokenizers() == ["bpe4k"] and grid.hub_tokenizers() == ["hubtok"]
+    assert grid.mask_training("mine", "10", 0)["batch_size"] == 4
+    assert grid.resources("mine", "mem_mb", 4000) == 9000
+    assert grid.resources("mine", "runtime", 120) == 120
+    assert (
+        grid.model_directory("pythia-tiny", "step0")
+        == "results/models/pythia-tiny/checkpoints/step0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda m: m.update(hub={"id": "org/x", "revisions": ["main"]}),
+            "models.0 (pythia-tiny): give exactly one of `pretrain` (train it here) or `hub`",
+        ),
+        (lambda m: m.pop("pretrain"), "models.0 (pythia-tiny): give exactly one of `pretrain`"),
+        (
+            lambda m: m.update(mask_training={"grad_accum": 3}),
+            "models.0 (pythia-tiny).mask_training.grad_accum: 3 does not divide batch_size 8",
+        ),
+        (lambda m: m.update(resources={"gpus": 1}), "models.0.resources: Additional properties"),
+    ],
+)
+def test_model_source_and_override_errors_are_named(config, change, message):
+    change(config["models"][0])
+    assert message in _error(config)
+
+
+def test_tokenizer_needs_a_vocab_size_or_a_hub_source(config):
+    config["tokenizers"][0].pop("vocab_size")
+    message = "tokenizers.0 (bpe4k): give exactly one of `vocab_size` (a BPE trained here) or `hub`"
     assert message in _error(config)

@@ -96,7 +96,7 @@ def test_collected_tables_are_tidy():
     assert (
         first[first["target"] == "bigram"]["lam"].tolist() == ["full"] * 2 + ["1"] * 2 + ["10"] * 2
     )
-    assert list(metrics.columns[:8]) == IDENTITY_COLUMNS
+    assert list(metrics.columns[:9]) == IDENTITY_COLUMNS
     # Two seeds: r = base + seed/100 → mean base + 0.005, CI symmetric around it.
     row = summary[(summary["lam"] == "10") & (summary["target"] == "optimal")].iloc[0]
     assert row["n_seeds"] == 2

@@ -166,7 +166,8 @@ def test_tables_have_the_documented_columns(test_run):
     workdir, _ = test_run
     metrics = _table(workdir, "metrics")
     assert {
-        "model", "arch", "revision", "step", "target", "lam", "lam_value", "seed", "n_kept",
+        "model", "arch", "revision", "checkpoint", "step", "target", "lam", "lam_value", "seed",
+        "n_kept",
         "n_total", "kept_fraction", "r_clip_inf", "r_drop_inf", "xent_bigram", "eval_loss",
     } <= set(metrics.columns)  # fmt: skip
     assert len(metrics) == 2 * (4 + 2) + 2 * 2
@@ -323,3 +324,61 @@ def test_second_run_has_nothing_to_do(test_run):
     _, args = test_run
     result = snakemake("-n", *args)
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+REPORT_TABLES = (
+    "metrics_summary",
+    "layers",
+    "overlap_summary",
+    "ablation_summary",
+    "lens_summary",
+    "pretraining",
+    "dynamics",
+)
+
+
+def _caption_titles() -> dict[str, str]:
+    """The bold opening phrase of every caption: per figure (one file, branches on the wildcard)
+    and per table (one file each)."""
+    figures = (ROOT / "workflow/report/figure.rst").read_text()
+    titles = dict(re.findall(r'figure == "(\w+)" %}\n\*\*(.+?)\*\*', figures))
+    for name in REPORT_TABLES:
+        caption = (ROOT / f"workflow/report/tables/{name}.rst").read_text()
+        titles[f"{name}.tsv"] = re.match(r"\*\*(.+?)\*\*", caption)[1]
+    return titles
+
+
+def _in_report(text: str, html: str) -> bool:
+    """Captions and the description sit in the report as JSON strings (non-ASCII escaped)."""
+    return json.dumps(text)[1:-1] in html
+
+
+def test_report_has_every_figure_and_main_table_with_captions(test_run, tmp_path):
+    workdir, args = test_run
+    report = workdir / "results/report.html"
+    snakemake("--report", report, *args)
+    html = report.read_text()
+    # Self-contained: results embedded as data URIs, nothing fetched when the file is opened.
+    assert not re.search(r"""(src|href)=\\?["']?(https?:)?//""", html)
+    titles = _caption_titles()
+    assert set(FIGURES) <= titles.keys()
+    for figure in FIGURES:
+        assert f'"figure": "{figure}"' in html, figure
+        assert re.search(rf"data:image/png;[^,]*filename={figure}\.png;base64,", html), figure
+        assert _in_report(titles[figure], html), figure
+        assert f"{figure}.pdf" not in html  # only the PNG goes in
+    for name in REPORT_TABLES:
+        assert f'"table": "{name}"' in html, name
+        assert re.search(rf"data:text/tab-separated-values;[^,]*filename={name}\.tsv;", html)
+        assert _in_report(titles[f"{name}.tsv"], html), name
+    # The description is rendered from the config; no caption has an rST error.
+    assert _in_report("reproduced end to end", html) and "neox-test" in html
+    assert "system-message" not in html and "Unknown target name" not in html
+    # A report of fewer figures (as a config with fewer figures gives) still renders: table links
+    # of the captions fall back to file names when the table is not in the report.
+    subset = tmp_path / "subset.html"
+    snakemake("--report", subset, *args, "results/figures/lens.png", "results/figures/overlap.png")
+    html = subset.read_text()
+    assert _in_report(titles["lens"], html) and _in_report(titles["overlap"], html)
+    assert not _in_report(titles["r_vs_size"], html)
+    assert "system-message" not in html

@@ -51,11 +51,25 @@ def _duplicates(values) -> list:
     return dups
 
 
-def _model_errors(i: int, model: Mapping, tokenizers: set, seq_len: int) -> list[str]:
+def _model_errors(i: int, model: Mapping, config: Mapping) -> list[str]:
     where = f"models.{i} ({model['name']})"
     errors = []
+    tokenizers = {t["name"] for t in config["tokenizers"]}
     if model["tokenizer"] not in tokenizers:
         errors.append(f"{where}.tokenizer: {model['tokenizer']!r} is not in tokenizers")
+    training = {**config["mask_training"], **model.get("mask_training", {})}
+    if training["batch_size"] % training["grad_accum"]:
+        errors.append(
+            f"{where}.mask_training.grad_accum: {training['grad_accum']} does not divide "
+            f"batch_size {training['batch_size']}"
+        )
+    if ("pretrain" in model) == ("hub" in model):
+        errors.append(
+            f"{where}: give exactly one of `pretrain` (train it here) or `hub` (a hub id or "
+            "local directory, with revisions)"
+        )
+    if "pretrain" not in model:
+        return errors
     pre = model["pretrain"]
     points = pre["checkpoints"]
     if points != sorted(points) or points[-1] != pre["steps"]:
@@ -68,6 +82,7 @@ def _model_errors(i: int, model: Mapping, tokenizers: set, seq_len: int) -> list
             f"{where}.pretrain.num_heads: {pre['num_heads']} does not divide "
             f"hidden_size {pre['hidden_size']}"
         )
+    seq_len = config["corpus"]["seq_len"]
     if pre["max_positions"] < seq_len:
         errors.append(
             f"{where}.pretrain.max_positions: {pre['max_positions']} < corpus.seq_len {seq_len}"
@@ -146,6 +161,7 @@ def _pair_errors(config: Mapping, models: set) -> list[str]:
                 f"{where}.lam: {run['lam']!r} is not a trained {run['target']} λ label "
                 "at the final checkpoint"
             )
+    errors += _released_errors(config, models, trained["bigram"])
     residual = config["residual_stream"]
     for i, run in enumerate(residual["runs"]):
         where = f"residual_stream.runs.{i}"
@@ -164,15 +180,46 @@ def _pair_errors(config: Mapping, models: set) -> list[str]:
     return errors
 
 
+def _released_errors(config: Mapping, models: set, bigram_labels: set) -> list[str]:
+    """Released-mask runs name a hub model, one of our trained bigram λ labels, and (unless
+    given) a release the authors published."""
+    errors = []
+    for i, run in enumerate(config["released_masks"]["runs"]):
+        where = f"released_masks.runs.{i}"
+        if run["model"] not in models:
+            errors.append(f"{where}.model: {run['model']!r} is not in models")
+            continue
+        if run["lam"] not in bigram_labels:
+            errors.append(f"{where}.lam: {run['lam']!r} is not a trained bigram λ label")
+        if "repo" in run and "filename" in run:
+            continue
+        from .released import released_file  # imports torch: only for configs that need it
+
+        model = next(m for m in config["models"] if m["name"] == run["model"])
+        if "hub" not in model:
+            errors.append(f"{where}: {run['model']!r} is not a hub model; give repo and filename")
+            continue
+        try:
+            released_file(model["hub"]["id"], run["lam"])
+        except ValueError as error:
+            errors.append(f"{where}: {error}")
+    return errors
+
+
 def _cross_errors(config: Mapping) -> list[str]:
     errors = []
     for section, key in (("models", "name"), ("tokenizers", "name"), ("lambdas", "label")):
         for dup in _duplicates(item[key] for item in config[section]):
             errors.append(f"{section}: duplicate {key} {dup!r}")
     errors += _label_errors(config)
-    tokenizers = {t["name"] for t in config["tokenizers"]}
+    for i, tokenizer in enumerate(config["tokenizers"]):
+        if ("vocab_size" in tokenizer) == ("hub" in tokenizer):
+            errors.append(
+                f"tokenizers.{i} ({tokenizer['name']}): give exactly one of `vocab_size` (a BPE "
+                "trained here) or `hub` (a pretrained model's tokenizer)"
+            )
     for i, model in enumerate(config["models"]):
-        errors += _model_errors(i, model, tokenizers, config["corpus"]["seq_len"])
+        errors += _model_errors(i, model, config)
     models = {m["name"] for m in config["models"]}
     for model in config["optimal_masks"]["models"]:
         if model not in models:
@@ -254,7 +301,37 @@ class Grid:
         return SENTINELS[label] if label in SENTINELS else self.lambdas[label]
 
     def revisions(self, model: str) -> list[str]:
-        return [f"step{step}" for step in self.models[model]["pretrain"]["checkpoints"]]
+        """Checkpoints in training order: `step{N}` of a model pretrained here, or the configured
+        hub revisions; the last is the final one."""
+        entry = self.models[model]
+        if "hub" in entry:
+            return list(entry["hub"]["revisions"])
+        return [f"step{step}" for step in entry["pretrain"]["checkpoints"]]
+
+    def is_hub_model(self, model: str) -> bool:
+        return "hub" in self.models[model]
+
+    def pretrained_models(self) -> list[str]:
+        """Models pretrained in the pipeline (not from the hub), in config order."""
+        return [name for name in self.models if not self.is_hub_model(name)]
+
+    def hub_tokenizers(self) -> list[str]:
+        return [name for name, tok in self.tokenizers.items() if "hub" in tok]
+
+    def trained_tokenizers(self) -> list[str]:
+        return [name for name, tok in self.tokenizers.items() if "hub" not in tok]
+
+    def model_directory(self, model: str, revision: str) -> str:
+        """Where the loadable model of one revision lives (`save_pretrained` layout)."""
+        kind = "hub" if self.is_hub_model(model) else "checkpoints"
+        return f"results/models/{model}/{kind}/{revision}"
+
+    def resources(self, model: str, name: str, default: int) -> int:
+        return self.models[model].get("resources", {}).get(name, default)
+
+    def evaluation(self, model: str) -> dict[str, Any]:
+        """The evaluation settings with the model's overrides (e.g. a smaller batch)."""
+        return {**self.config["evaluation"], **self.models[model].get("evaluation", {})}
 
     def final_revision(self, model: str) -> str:
         return self.revisions(model)[-1]
@@ -309,14 +386,34 @@ class Grid:
             jobs += [LensJob(model, r, run["lam"], s) for r in revisions for s in self.seeds]
         return jobs
 
-    def mask_training_settings(self, seed: int | str) -> dict[str, Any]:
-        """Keyword arguments of `MaskTrainingConfig` for one seed, all but λ."""
+    def mask_training_settings(self, model: str, seed: int | str) -> dict[str, Any]:
+        """Keyword arguments of `MaskTrainingConfig` for one model and seed, all but λ: the
+        shared settings with the model's overrides (micro-batching of large models)."""
         settings = {k: v for k, v in self.config["mask_training"].items() if k != "seeds"}
-        return {**settings, "seed": int(seed)}
+        overrides = self.models[model].get("mask_training", {})
+        return {**settings, **overrides, "seed": int(seed)}
 
-    def mask_training(self, lam: str, seed: int | str) -> dict[str, Any]:
-        """Keyword arguments of `MaskTrainingConfig` for one configured λ label and seed."""
-        return {**self.mask_training_settings(seed), "lam": self.lambda_value(lam)}
+    def mask_training(self, model: str, lam: str, seed: int | str) -> dict[str, Any]:
+        """Keyword arguments of `MaskTrainingConfig` for one model, configured λ label and seed."""
+        return {**self.mask_training_settings(model, seed), "lam": self.lambda_value(lam)}
+
+    def released_runs(self) -> list[tuple[str, str]]:
+        """(model, λ label) of every released mask compared with ours."""
+        return [(run["model"], run["lam"]) for run in self.config["released_masks"]["runs"]]
+
+    def released_source(self, model: str, lam: str) -> dict[str, str]:
+        """Hub repo and file of a released mask: configured, or the authors' naming."""
+        run = next(
+            r
+            for r in self.config["released_masks"]["runs"]
+            if (r["model"], r["lam"]) == (model, lam)
+        )
+        if "repo" in run and "filename" in run:
+            return {"repo_id": run["repo"], "filename": run["filename"]}
+        from .released import released_file
+
+        repo_id, filename = released_file(self.models[model]["hub"]["id"], lam)
+        return {"repo_id": run.get("repo", repo_id), "filename": run.get("filename", filename)}
 
     def size_matching(self) -> dict[str, Any]:
         """Bisection settings of the size-matched optimal subnetworks."""

@@ -279,6 +279,7 @@ def documents_from_config(corpus: Mapping[str, Any]) -> list[str]:
             text_field=hf["text_field"],
             max_documents=hf["max_documents"],
             revision=hf["revision"],
+            data_files=hf["data_files"],
         )
     raise ValueError(f"corpus.source: unknown source {source!r}")
 

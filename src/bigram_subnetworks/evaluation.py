@@ -10,7 +10,7 @@ clipped to the largest finite value ("clip-inf"), and tokens with infinite bigra
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,41 +179,74 @@ def kept_by_block(model: nn.Module, mask: Mask, per_head: bool = False) -> pd.Da
     return table
 
 
-IDENTITY_COLUMNS = ["model", "arch", "revision", "step", "target", "lam", "lam_value", "seed"]
+IDENTITY_COLUMNS = [
+    "model",
+    "arch",
+    "revision",
+    "checkpoint",
+    "step",
+    "target",
+    "lam",
+    "lam_value",
+    "seed",
+]
 LEADING_METRICS = ["n_kept", "n_total", "kept_fraction", "r_drop_inf", "r_clip_inf", "xent_bigram"]
 
 
+def checkpoint_columns(
+    table: pd.DataFrame, revisions: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, pd.Series]:
+    """`step`: the training step of revisions named `step<N>` (pretrained here, or Pythia's
+    branches), missing for others (`main`, tags, commits); `checkpoint`: the revision's position
+    in its model's configured revisions (the last is the final model), or the step's rank."""
+    step = pd.to_numeric(table["revision"].str.extract(r"^step(\d+)$")[0]).astype("Int64")
+    if revisions is None:
+        checkpoint = step.groupby(table["model"]).rank(method="dense") - 1
+    else:
+        checkpoint = pd.Series(
+            [
+                list(revisions[m]).index(r)
+                for m, r in zip(table["model"], table["revision"], strict=True)
+            ],
+            index=table.index,
+        )
+    return {"step": step, "checkpoint": checkpoint.astype(int)}
+
+
 def tidy(
-    table: pd.DataFrame, archs: dict[str, str], order: list[str] | None = None
+    table: pd.DataFrame,
+    archs: dict[str, str],
+    order: list[str] | None = None,
+    revisions: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Identity columns first (model … seed, those present), then ``order``'s leading columns,
-    rows sorted in grid order (λ by value where known, then seed)."""
-    table = table.assign(
-        step=table["revision"].str.removeprefix("step").astype(int),
-        arch=table["model"].map(archs),
-    )
+    rows sorted in grid order (checkpoint, λ by value where known, then seed)."""
+    table = table.assign(**checkpoint_columns(table, revisions), arch=table["model"].map(archs))
     if "lam" in table:
         table["lam"] = table["lam"].astype(str)
     identity = [c for c in IDENTITY_COLUMNS if c in table.columns]
     leading = identity + [c for c in (order or []) if c in table.columns]
     table = table[leading + [c for c in table.columns if c not in leading]]
-    keys = [c for c in ("model", "step", "target", "lam_value", "lam", "seed") if c in table]
+    keys = [c for c in ("model", "checkpoint", "target", "lam_value", "lam", "seed") if c in table]
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def collect_tables(
-    metrics: list[dict], layers: list[pd.DataFrame], archs: dict[str, str]
+    metrics: list[dict],
+    layers: list[pd.DataFrame],
+    archs: dict[str, str],
+    revisions: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tidy metrics (one row per mask), their mean and 95% CI across seeds (one row per
     model × checkpoint × target × λ), and kept-per-block (one row per mask × layer × block)."""
-    metrics_table = tidy(pd.DataFrame(metrics), archs, LEADING_METRICS)
-    keys = ["model", "arch", "revision", "step", "target", "lam"]
+    metrics_table = tidy(pd.DataFrame(metrics), archs, LEADING_METRICS, revisions)
+    keys = ["model", "arch", "revision", "checkpoint", "step", "target", "lam"]
     numeric = metrics_table.select_dtypes("number").columns
     values = [c for c in numeric if c not in keys and c != "seed"]
     summary = summarize_seeds(metrics_table, keys, values)
-    layers_table = tidy(pd.concat(layers, ignore_index=True), archs)
+    layers_table = tidy(pd.concat(layers, ignore_index=True), archs, revisions=revisions)
     layers_table = layers_table.sort_values(
-        ["model", "step", "target", "lam_value", "seed", "layer", "block"], kind="stable"
+        ["model", "checkpoint", "target", "lam_value", "seed", "layer", "block"], kind="stable"
     )
     return metrics_table, summary, layers_table.reset_index(drop=True)
 
@@ -349,12 +382,13 @@ def dynamics(metrics: pd.DataFrame, layers: pd.DataFrame, lambdas: list[str]) ->
     """Bigram subnetworks across pretraining checkpoints (one row per model × step × λ × seed):
     bigram r, size, and the share of the kept weights in the first MLP layer (layer 0's mlp_in
     and mlp_out), the paper's "concentrated in the first MLP layer … throughout pretraining"."""
-    keys = ["model", "arch", "revision", "step", "target", "lam", "seed"]
+    keys = ["model", "arch", "revision", "checkpoint", "step", "target", "lam", "seed"]
     chosen = metrics[(metrics["target"] == "bigram") & metrics["lam"].isin(lambdas)]
     first_mlp = layers[(layers["layer"] == 0) & layers["block"].isin(["mlp_in", "mlp_out"])]
-    first_mlp = first_mlp.groupby(keys, as_index=False)["n_kept"].sum()
+    first_mlp = first_mlp.groupby(keys, as_index=False, dropna=False)["n_kept"].sum()
     table = chosen.merge(first_mlp.rename(columns={"n_kept": "first_mlp_kept"}), on=keys)
     table["first_mlp_share"] = table["first_mlp_kept"] / table["n_kept"].where(table["n_kept"] > 0)
     columns = [*keys, "n_kept", "kept_fraction", "r_drop_inf", "r_clip_inf", "xent_bigram"]
     table = table[[*columns, "first_mlp_kept", "first_mlp_share"]]
-    return table.sort_values(["model", "lam", "seed", "step"], kind="stable").reset_index(drop=True)
+    order = ["model", "lam", "seed", "checkpoint"]
+    return table.sort_values(order, kind="stable").reset_index(drop=True)

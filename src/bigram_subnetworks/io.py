@@ -77,11 +77,6 @@ def check_vocab_fits(vocab_size: int, model, source: str | os.PathLike) -> None:
         )
 
 
-def load_checkpoint(checkpoints: str | os.PathLike, revision: str, device: str | None = None):
-    """One revision of a model whose checkpoints are subdirectories named by revision."""
-    return load_model(Path(checkpoints) / revision, device)
-
-
 def _git_describe() -> str | None:
     try:
         result = subprocess.run(

@@ -31,9 +31,9 @@ def save_figure(figure: Figure, *paths: str | os.PathLike) -> None:
 
 
 def final_checkpoints(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of each model's last (highest-step) revision."""
-    last = table.groupby("model")["step"].transform("max")
-    return table[table["step"] == last]
+    """Rows of each model's last (final) revision."""
+    last = table.groupby("model")["checkpoint"].transform("max")
+    return table[table["checkpoint"] == last]
 
 
 def _error_bars(rows: pd.DataFrame, column: str):

@@ -19,8 +19,10 @@ rule overlap:
         "../../envs/pipeline.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=model_resource("mem_mb", 8000),
+        runtime=model_resource("runtime", 60),
     params:
+        model_dir=model_dir,
         overlap=config["overlap"],
         version=__version__,
     script:
@@ -33,7 +35,12 @@ rule collect_overlap:
         blocks=overlap_outputs("blocks.tsv"),
     output:
         overlap="results/tables/overlap.tsv",
-        summary="results/tables/overlap_summary.tsv",
+        summary=report(
+            "results/tables/overlap_summary.tsv",
+            caption="../report/tables/overlap_summary.rst",
+            category="Tables",
+            labels={"table": "overlap_summary"},
+        ),
         blocks="results/tables/overlap_blocks.tsv",
     log:
         "logs/collect_overlap.log",
@@ -44,6 +51,7 @@ rule collect_overlap:
         mem_mb=2000,
     params:
         archs=model_archs(),
+        revisions=model_revisions(),
     script:
         "../scripts/collect_overlap.py"
 
@@ -65,10 +73,13 @@ rule ablation:
         "../../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=model_resource("mem_mb", 4000),
+        runtime=model_resource("runtime", 60),
+        gpu=model_gpu,
     params:
+        model_dir=model_dir,
         ablation=config["ablation"],
-        evaluation=config["evaluation"],
+        evaluation=model_evaluation,
         control_seed=control_seed("ablation"),
         version=__version__,
     script:
@@ -81,7 +92,12 @@ rule collect_ablation:
         generations=ablation_outputs("generations.tsv"),
     output:
         ablation="results/tables/ablation.tsv",
-        summary="results/tables/ablation_summary.tsv",
+        summary=report(
+            "results/tables/ablation_summary.tsv",
+            caption="../report/tables/ablation_summary.rst",
+            category="Tables",
+            labels={"table": "ablation_summary"},
+        ),
         generations="results/tables/generations.tsv",
     log:
         "logs/collect_ablation.log",
@@ -92,6 +108,7 @@ rule collect_ablation:
         mem_mb=2000,
     params:
         archs=model_archs(),
+        revisions=model_revisions(),
     script:
         "../scripts/collect_ablation.py"
 
@@ -114,9 +131,11 @@ rule lens:
         "../../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=240,
+        mem_mb=model_resource("mem_mb", 16000),
+        runtime=model_resource("runtime", 240),
+        gpu=model_gpu,
     params:
+        model_dir=model_dir,
         settings=config["residual_stream"],
         control_seed=control_seed("residual_stream"),
         version=__version__,
@@ -130,7 +149,12 @@ rule collect_lens:
         covariance=lens_outputs("covariance.tsv"),
     output:
         lens="results/tables/lens.tsv",
-        summary="results/tables/lens_summary.tsv",
+        summary=report(
+            "results/tables/lens_summary.tsv",
+            caption="../report/tables/lens_summary.rst",
+            category="Tables",
+            labels={"table": "lens_summary"},
+        ),
         covariance="results/tables/covariance.tsv",
     log:
         "logs/collect_lens.log",
@@ -141,6 +165,7 @@ rule collect_lens:
         mem_mb=2000,
     params:
         archs=model_archs(),
+        revisions=model_revisions(),
     script:
         "../scripts/collect_lens.py"
 
@@ -150,7 +175,12 @@ rule summarize_dynamics:
         metrics=rules.collect_metrics.output.metrics,
         layers=rules.collect_metrics.output.layers,
     output:
-        table="results/tables/dynamics.tsv",
+        table=report(
+            "results/tables/dynamics.tsv",
+            caption="../report/tables/dynamics.rst",
+            category="Tables",
+            labels={"table": "dynamics"},
+        ),
     log:
         "logs/summarize_dynamics.log",
     conda:
@@ -164,11 +194,99 @@ rule summarize_dynamics:
         "../scripts/summarize_dynamics.py"
 
 
+rule download_released_mask:
+    output:
+        pickle=f"{RELEASED_DIR}/subnetwork.pickle",
+    log:
+        "logs/download_released_mask/{model}/lam-{lam}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        source=released_source,
+    script:
+        "../scripts/download_released_mask.py"
+
+
+rule import_released_mask:
+    input:
+        pickle=rules.download_released_mask.output.pickle,
+        checkpoints=final_model_checkpoints,
+    output:
+        mask=f"{RELEASED_DIR}/mask.safetensors",
+        meta=f"{RELEASED_DIR}/meta.json",
+    log:
+        "logs/import_released_mask/{model}/lam-{lam}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=model_resource("mem_mb", 4000),
+    params:
+        model_dir=final_model_dir,
+        source=released_source,
+        version=__version__,
+    script:
+        "../scripts/import_released_mask.py"
+
+
+rule parity:
+    input:
+        ours=our_released_counterpart,
+        theirs=rules.import_released_mask.output.mask,
+        checkpoints=final_model_checkpoints,
+    output:
+        parity=f"{PARITY_DIR}/parity.json",
+    log:
+        "logs/parity/{model}/lam-{lam}.log",
+    benchmark:
+        "results/benchmarks/parity/{model}/lam-{lam}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        mem_mb=model_resource("mem_mb", 8000),
+    params:
+        model_dir=final_model_dir,
+        overlap=config["overlap"],
+        identity=released_identity,
+        source=released_source,
+    script:
+        "../scripts/parity.py"
+
+
+rule collect_parity:
+    input:
+        parity=parity_outputs(),
+    output:
+        parity=report(
+            "results/tables/parity.tsv",
+            caption="../report/tables/parity.rst",
+            category="Tables",
+            labels={"table": "parity"},
+        ),
+    log:
+        "logs/collect_parity.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        archs=model_archs(),
+        revisions=model_revisions(),
+    script:
+        "../scripts/collect_parity.py"
+
+
 rule tables_all:
     input:
         rules.collect_metrics.output,
-        rules.summarize_pretraining.output,
+        rules.summarize_pretraining.output if PRETRAINED else [],
         rules.collect_overlap.output,
         rules.collect_ablation.output,
         rules.collect_lens.output,
         rules.summarize_dynamics.output,
+        rules.collect_parity.output if GRID.released_runs() else [],

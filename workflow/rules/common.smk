@@ -1,24 +1,39 @@
 # Validation, wildcard constraints and every input function: rule files hold rules only.
+import os
 import re
+from argparse import Namespace
 
 from bigram_subnetworks import __version__
 from bigram_subnetworks.config import SENTINELS, TARGETS, Grid, validate_config
 
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 GRID = Grid(config)
+# One Hugging Face home (hub and datasets caches) for every job of the run, local or on a cluster
+# (SLURM jobs inherit this environment); set before any job imports transformers.
+if config["huggingface"]["home"]:
+    os.environ.update(HF_HOME=os.path.abspath(config["huggingface"]["home"]))
 MASK_JOBS = GRID.mask_jobs()
+PRETRAINED = GRID.pretrained_models()
 MASK_DIR = "results/masks/{model}/{revision}/{target}/lam-{lam}/seed-{seed}"
 OVERLAP_DIR = "results/overlap/{model}/{revision}/bigram-{bigram}/optimal-{optimal}/seed-{seed}"
 ABLATION_DIR = "results/ablation/{model}/{revision}/{target}/lam-{lam}/seed-{seed}"
 LENS_DIR = "results/lens/{model}/{revision}/lam-{lam}/seed-{seed}"
+RELEASED_DIR = "results/released/{model}/lam-{lam}"
+PARITY_DIR = "results/parity/{model}/lam-{lam}"
 # Configured λ labels and the sentinels: everything `train_mask` makes (not size-matched ones).
 TRAINED_LABELS = "|".join(map(re.escape, [*GRID.lambdas, *SENTINELS]))
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
 wildcard_constraints:
-    model="|".join(GRID.models),
-    tokenizer="|".join(GRID.tokenizers),
-    revision=r"step\d+",
+    model=one_of(GRID.models),
+    tokenizer=one_of(GRID.tokenizers),
+    # Any revision name; one its model does not have is named in an error by model_checkpoints.
+    revision=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     target="|".join(TARGETS),
     lam="|".join(map(re.escape, [*GRID.lambdas, *SENTINELS, *GRID.matched_labels])),
     bigram="|".join(map(re.escape, GRID.lambdas)),
@@ -27,15 +42,65 @@ wildcard_constraints:
 
 
 def model_checkpoints(wildcards):
-    """The model's checkpoint directory; a requested revision it does not have is an error
-    naming both, raised while the DAG is built (before any job runs)."""
+    """What a revision's model comes from: the pretraining run's checkpoint directory, or the
+    revision's hub snapshot. A requested revision the model does not have is an error naming
+    both, raised while the DAG is built (before any job runs)."""
     revisions = GRID.revisions(wildcards.model)
     if wildcards.revision not in revisions:
         raise ValueError(
             f"revision {wildcards.revision!r} is not a checkpoint of {wildcards.model!r} "
             f"(its checkpoints: {', '.join(revisions)})"
         )
+    if GRID.is_hub_model(wildcards.model):
+        return GRID.model_directory(wildcards.model, wildcards.revision)
     return rules.pretrain.output.checkpoints.format(model=wildcards.model)
+
+
+def model_dir(wildcards):
+    """The loadable directory of one revision (inside `model_checkpoints` for pretrained ones)."""
+    return GRID.model_directory(wildcards.model, wildcards.revision)
+
+
+def hub_model(wildcards):
+    return GRID.models[wildcards.model]["hub"]["id"]
+
+
+def hub_tokenizer(wildcards):
+    return GRID.tokenizers[wildcards.tokenizer]["hub"]
+
+
+def model_gpu(wildcards):
+    return GRID.resources(wildcards.model, "gpu", 0)
+
+
+def model_resource(name, default, times=1):
+    """A per-model resource (config `models[].resources`), else the rule's default; `times` for
+    rules that do that much work several times over."""
+
+    def resource(wildcards):
+        return GRID.resources(wildcards.model, name, default) * times
+
+    return resource
+
+
+def model_evaluation(wildcards):
+    return GRID.evaluation(wildcards.model)
+
+
+def download_outputs():
+    """Everything the download rules fetch: hub snapshots of every model revision and tokenizer,
+    and the released masks."""
+    models = [
+        GRID.model_directory(model, revision)
+        for model in GRID.models
+        if GRID.is_hub_model(model)
+        for revision in GRID.revisions(model)
+    ]
+    released = [
+        f"{RELEASED_DIR}/subnetwork.pickle".format(model=model, lam=lam)
+        for model, lam in GRID.released_runs()
+    ]
+    return models + [f"results/tokenizers/{name}" for name in GRID.hub_tokenizers()] + released
 
 
 def tokenizer_vocab_size(wildcards):
@@ -61,22 +126,17 @@ def model_arch(wildcards):
     return GRID.models[wildcards.model]["arch"]
 
 
-def per_model_tokenizer(path):
-    """``path`` filled with each model's tokenizer, in model order."""
-    return [path.format(tokenizer=GRID.tokenizer_of(model)) for model in GRID.models]
-
-
 def pretrain_params(wildcards):
     return GRID.models[wildcards.model]["pretrain"]
 
 
 def mask_training_params(wildcards):
-    return GRID.mask_training(wildcards.lam, wildcards.seed)
+    return GRID.mask_training(wildcards.model, wildcards.lam, wildcards.seed)
 
 
 def size_matching_params(wildcards):
     """Training settings without λ (it is searched) and the bisection settings."""
-    settings = GRID.mask_training_settings(wildcards.seed)
+    settings = GRID.mask_training_settings(wildcards.model, wildcards.seed)
     return {"training": settings, **GRID.size_matching()}
 
 
@@ -150,9 +210,57 @@ def model_archs():
     return {name: model["arch"] for name, model in GRID.models.items()}
 
 
+def model_revisions():
+    """Each model's revisions in training order (the tables' `checkpoint` column)."""
+    return {name: GRID.revisions(name) for name in GRID.models}
+
+
 def eval_sequences_per_model():
-    return {name: model["pretrain"]["eval_sequences"] for name, model in GRID.models.items()}
+    return {name: GRID.models[name]["pretrain"]["eval_sequences"] for name in PRETRAINED}
 
 
 def models_of(name):
-    return expand(f"results/models/{{model}}/{name}", model=GRID.models)
+    """A per-model output of every model pretrained here."""
+    return expand(f"results/models/{{model}}/{name}", model=PRETRAINED)
+
+
+def per_model_tokenizer(path):
+    """``path`` filled with each pretrained model's tokenizer, in model order."""
+    return [path.format(tokenizer=GRID.tokenizer_of(model)) for model in PRETRAINED]
+
+
+def released_source(wildcards):
+    return GRID.released_source(wildcards.model, wildcards.lam)
+
+
+def final_revision(wildcards):
+    """A wildcards-like view of the model's final checkpoint, for the model input functions."""
+    return Namespace(model=wildcards.model, revision=GRID.final_revision(wildcards.model))
+
+
+def final_model_checkpoints(wildcards):
+    return model_checkpoints(final_revision(wildcards))
+
+
+def final_model_dir(wildcards):
+    return model_dir(final_revision(wildcards))
+
+
+def our_released_counterpart(wildcards):
+    """Our bigram subnetwork at the released mask's model and λ (final checkpoint, first seed)."""
+    return f"{MASK_DIR}/mask.safetensors".format(
+        model=wildcards.model,
+        revision=GRID.final_revision(wildcards.model),
+        target="bigram",
+        lam=wildcards.lam,
+        seed=GRID.seeds[0],
+    )
+
+
+def released_identity(wildcards):
+    """The checkpoint and seed of our mask in a parity row."""
+    return {"revision": GRID.final_revision(wildcards.model), "seed": GRID.seeds[0]}
+
+
+def parity_outputs():
+    return [f"{PARITY_DIR}/parity.json".format(model=m, lam=lam) for m, lam in GRID.released_runs()]

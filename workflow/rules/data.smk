@@ -25,6 +25,8 @@ rule train_tokenizer:
         tokenizer=directory("results/tokenizers/{tokenizer}"),
     log:
         "logs/train_tokenizer/{tokenizer}.log",
+    wildcard_constraints:
+        tokenizer=one_of(GRID.trained_tokenizers()),
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
@@ -34,6 +36,24 @@ rule train_tokenizer:
         vocab_size=tokenizer_vocab_size,
     script:
         "../scripts/train_tokenizer.py"
+
+
+rule download_tokenizer:
+    output:
+        tokenizer=directory("results/tokenizers/{tokenizer}"),
+    log:
+        "logs/download_tokenizer/{tokenizer}.log",
+    wildcard_constraints:
+        tokenizer=one_of(GRID.hub_tokenizers()),
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        hub=hub_tokenizer,
+    script:
+        "../scripts/download_tokenizer.py"
 
 
 rule tokenize:
@@ -55,6 +75,8 @@ rule tokenize:
         seq_len=config["corpus"]["seq_len"],
         eval_fraction=config["corpus"]["eval_fraction"],
         split_seed=config["corpus"]["split_seed"],
+        train_sequences=config["corpus"]["train_sequences"],
+        eval_sequences=config["corpus"]["eval_sequences"],
     script:
         "../scripts/tokenize.py"
 

@@ -10,13 +10,20 @@ FIGURE_TABLES = {
     "covariance": rules.collect_lens.output.covariance,
     "dynamics": rules.summarize_dynamics.output.table,
 }
+if not PRETRAINED:  # hub models only: no pretraining curves to draw
+    del FIGURE_TABLES["pretraining"]
 
 
 rule plot:
     input:
         table=lambda wildcards: FIGURE_TABLES[wildcards.figure],
     output:
-        png="results/figures/{figure}.png",
+        png=report(
+            "results/figures/{figure}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
         pdf="results/figures/{figure}.pdf",
     log:
         "logs/plot/{figure}.log",

@@ -22,9 +22,11 @@ rule train_mask:
         "../../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=model_resource("mem_mb", 4000),
+        runtime=model_resource("runtime", 120),
+        gpu=model_gpu,
     params:
+        model_dir=model_dir,
         training=mask_training_params,
         version=__version__,
         # Not an output: Snakemake removes the outputs of a killed job, the snapshots must stay.
@@ -54,9 +56,12 @@ rule match_mask_size:
         "../../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=480,
+        mem_mb=model_resource("mem_mb", 4000),
+        # One training per bisection step.
+        runtime=model_resource("runtime", 120, times=GRID.size_matching()["max_iterations"]),
+        gpu=model_gpu,
     params:
+        model_dir=model_dir,
         matching=size_matching_params,
         version=__version__,
     script:
@@ -81,9 +86,12 @@ rule evaluate_mask:
         "../../envs/pipeline.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=model_resource("mem_mb", 4000),
+        runtime=model_resource("runtime", 60),
+        gpu=model_gpu,
     params:
-        evaluation=config["evaluation"],
+        model_dir=model_dir,
+        evaluation=model_evaluation,
         fidelity=wants_fidelity,
         version=__version__,
     script:
@@ -96,8 +104,18 @@ rule collect_metrics:
         layers=mask_outputs("layers.tsv"),
     output:
         metrics="results/tables/metrics.tsv",
-        summary="results/tables/metrics_summary.tsv",
-        layers="results/tables/layers.tsv",
+        summary=report(
+            "results/tables/metrics_summary.tsv",
+            caption="../report/tables/metrics_summary.rst",
+            category="Tables",
+            labels={"table": "metrics_summary"},
+        ),
+        layers=report(
+            "results/tables/layers.tsv",
+            caption="../report/tables/layers.rst",
+            category="Tables",
+            labels={"table": "layers"},
+        ),
     log:
         "logs/collect_metrics.log",
     conda:
@@ -107,5 +125,6 @@ rule collect_metrics:
         mem_mb=2000,
     params:
         archs=model_archs(),
+        revisions=model_revisions(),
     script:
         "../scripts/collect_metrics.py"

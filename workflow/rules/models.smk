@@ -1,4 +1,28 @@
-# Tiny models pretrained here with log-spaced checkpoints, and how they compare with bigrams.
+# Models: tiny ones pretrained here with log-spaced checkpoints (and how they compare with
+# bigrams), or hub snapshots, one per revision, downloaded on the head node.
+
+
+rule download_model:
+    output:
+        model=directory("results/models/{model}/hub/{revision}"),
+    log:
+        "logs/download_model/{model}/{revision}.log",
+    wildcard_constraints:
+        model=one_of(set(GRID.models) - set(PRETRAINED)),
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        source=hub_model,
+    script:
+        "../scripts/download_model.py"
+
+
+rule downloads:
+    input:
+        download_outputs(),
 
 
 rule pretrain:
@@ -14,6 +38,8 @@ rule pretrain:
         "logs/pretrain/{model}.log",
     benchmark:
         "results/benchmarks/pretrain/{model}.tsv"
+    wildcard_constraints:
+        model=one_of(PRETRAINED),
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
@@ -36,7 +62,12 @@ rule summarize_pretraining:
         eval_tokens=per_model_tokenizer("results/tokens/{tokenizer}/eval.npy"),
         bigrams=per_model_tokenizer("results/bigrams/{tokenizer}/counts.npz"),
     output:
-        table="results/tables/pretraining.tsv",
+        table=report(
+            "results/tables/pretraining.tsv",
+            caption="../report/tables/pretraining.rst",
+            category="Tables",
+            labels={"table": "pretraining"},
+        ),
     log:
         "logs/summarize_pretraining.log",
     conda:

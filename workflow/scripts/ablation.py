@@ -15,7 +15,7 @@ vocab_size = BigramModel(BigramCounts.load(snakemake.input.bigrams)).vocab_size
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=vocab_size)
 tokens = tokens[: evaluation_settings["max_sequences"]]
 batch_size = evaluation_settings["batch_size"]
-checkpoint = f"{snakemake.input.checkpoints}/{w.revision}"
+checkpoint = snakemake.params.model_dir
 model = io.load_model(checkpoint)
 io.check_vocab_fits(vocab_size, model, source=snakemake.input.bigrams)
 mask = Mask.load(snakemake.input.mask)

@@ -8,13 +8,17 @@ import pandas as pd
 from bigram_subnetworks import evaluation, io, logs
 
 logs.setup(snakemake.log[0])
-archs = snakemake.params.archs
+archs, revisions = snakemake.params.archs, snakemake.params.revisions
 read = partial(pd.read_csv, sep="\t", dtype={"lam": str}, keep_default_na=False)
-ablation = evaluation.tidy(pd.concat(map(read, snakemake.input.ablations)), archs)
-keys = ["model", "arch", "revision", "step", "target", "lam", "condition"]
+ablation = evaluation.tidy(
+    pd.concat(map(read, snakemake.input.ablations)), archs, revisions=revisions
+)
+keys = ["model", "arch", "revision", "checkpoint", "step", "target", "lam", "condition"]
 values = ["n_kept", "mean_surprisal_bits", "std_surprisal_bits"]
 summary = evaluation.summarize_seeds(ablation, keys, values)
-texts = evaluation.tidy(pd.concat(map(read, snakemake.input.generations)), archs)
+texts = evaluation.tidy(
+    pd.concat(map(read, snakemake.input.generations)), archs, revisions=revisions
+)
 io.write_table(ablation, snakemake.output.ablation)
 io.write_table(summary, snakemake.output.summary)
 io.write_table(texts, snakemake.output.generations)

@@ -8,6 +8,7 @@ from bigram_subnetworks import evaluation, io, logs
 logs.setup(snakemake.log[0])
 metrics = [io.read_json(path) for path in snakemake.input.metrics]
 layers = [pd.read_csv(path, sep="\t", dtype={"lam": str}) for path in snakemake.input.layers]
-tables = evaluation.collect_tables(metrics, layers, snakemake.params.archs)
+params = snakemake.params
+tables = evaluation.collect_tables(metrics, layers, params.archs, params.revisions)
 for table, path in zip(tables, snakemake.output, strict=True):
     io.write_table(table, path)

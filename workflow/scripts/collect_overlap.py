@@ -6,17 +6,17 @@ import pandas as pd
 from bigram_subnetworks import evaluation, io, logs
 
 logs.setup(snakemake.log[0])
-archs = snakemake.params.archs
+archs, revisions = snakemake.params.archs, snakemake.params.revisions
 overlap = pd.DataFrame(map(io.read_json, snakemake.input.summaries)).astype(
     {"bigram": str, "optimal": str}
 )
-overlap = evaluation.tidy(overlap, archs)
-keys = ["model", "arch", "revision", "step", "bigram", "optimal", "null_model"]
+overlap = evaluation.tidy(overlap, archs, revisions=revisions)
+keys = ["model", "arch", "revision", "checkpoint", "step", "bigram", "optimal", "null_model"]
 values = [c for c in overlap.select_dtypes("number").columns if c not in [*keys, "seed"]]
 summary = evaluation.summarize_seeds(overlap, keys, values)
 labels = {"bigram": str, "optimal": str}
 blocks = [pd.read_csv(path, sep="\t", dtype=labels) for path in snakemake.input.blocks]
-blocks = evaluation.tidy(pd.concat(blocks, ignore_index=True), archs)
+blocks = evaluation.tidy(pd.concat(blocks, ignore_index=True), archs, revisions=revisions)
 io.write_table(overlap, snakemake.output.overlap)
 io.write_table(summary, snakemake.output.summary)
 io.write_table(blocks, snakemake.output.blocks)

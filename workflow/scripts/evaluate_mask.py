@@ -13,7 +13,7 @@ settings = snakemake.params.evaluation
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 tokens = tokens[: settings["max_sequences"]]
-model = io.load_checkpoint(snakemake.input.checkpoints, snakemake.wildcards.revision)
+model = io.load_model(snakemake.params.model_dir)
 io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
 mask = Mask.load(snakemake.input.mask)
 mask.check_matches(model, source=snakemake.input.mask)

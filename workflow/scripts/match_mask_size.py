@@ -14,7 +14,7 @@ goal = io.read_json(snakemake.input.bigram_meta)["n_kept"]
 known = [(m["lam_value"], m["n_kept"]) for m in map(io.read_json, snakemake.input.optimal_metas)]
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
-model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
+model = io.load_model(snakemake.params.model_dir)
 io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
 target = targets.make_target("optimal", model, bigrams)
 found = training.match_size(

@@ -9,7 +9,9 @@ from bigram_subnetworks.masking import Mask
 logs.setup(snakemake.log[0])
 w = snakemake.wildcards
 settings = snakemake.params.overlap
-config = AutoConfig.from_pretrained(f"{snakemake.input.checkpoints}/{w.revision}")
+config = AutoConfig.from_pretrained(
+    snakemake.params.model_dir, local_files_only=True, trust_remote_code=False
+)
 bigram, optimal = Mask.load(snakemake.input.bigram), Mask.load(snakemake.input.optimal)
 spec = architectures.spec_for_config(config)
 blocks = architectures.unit_blocks_for_shapes(spec, bigram.shapes, architectures.num_heads(config))

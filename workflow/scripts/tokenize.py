@@ -12,6 +12,9 @@ train, evaluation = corpus.tokenize_documents(
     eval_fraction=snakemake.params.eval_fraction,
     seed=snakemake.params.split_seed,
 )
+# The paper's subsets (500k training, 10k eval sequences); the split shuffled documents already.
+train = train[: snakemake.params.train_sequences]
+evaluation = evaluation[: snakemake.params.eval_sequences]
 corpus.save_tokens(train, snakemake.output.train)
 corpus.save_tokens(evaluation, snakemake.output.eval)
 meta = io.provenance(
@@ -23,5 +26,7 @@ meta = io.provenance(
     seq_len=snakemake.params.seq_len,
     eval_fraction=snakemake.params.eval_fraction,
     split_seed=snakemake.params.split_seed,
+    train_sequences=snakemake.params.train_sequences,
+    eval_sequences=snakemake.params.eval_sequences,
 )
 io.write_json(meta, snakemake.output.meta)

@@ -11,7 +11,7 @@ w = snakemake.wildcards
 cfg = training.MaskTrainingConfig(**snakemake.params.training)
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
-model = io.load_checkpoint(snakemake.input.checkpoints, w.revision)
+model = io.load_model(snakemake.params.model_dir)
 io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
 target = targets.make_target(w.target, model, bigrams)
 every = snakemake.config["resume"]["mask_every"]

@@ -1,0 +1,7 @@
+"""Snapshot a pretrained model's tokenizer from the hub for tokenization and bigram counting."""
+
+from bigram_subnetworks import hub, logs
+
+logs.setup(snakemake.log[0])
+source = snakemake.params.hub
+hub.snapshot_tokenizer(source["id"], source["revision"], snakemake.output.tokenizer)
