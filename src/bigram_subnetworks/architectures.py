@@ -7,6 +7,7 @@ substring filter such as "not 'embed'" silently masks GPT-NeoX's ``lm_head`` in 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,3 +270,14 @@ def model_unit_blocks(model: nn.Module) -> list[UnitBlock]:
     """Output-unit blocks for every maskable matrix of a Hugging Face model."""
     shapes = {name: weight.shape for name, weight in maskable_parameters(model).items()}
     return unit_blocks_for_shapes(spec_for(model), shapes, num_heads(model.config))
+
+
+def checkpoint_unit_blocks(
+    model_dir: str | os.PathLike, shapes: dict[str, torch.Size]
+) -> list[UnitBlock]:
+    """Output-unit blocks of a mask's matrices for the model saved in ``model_dir``, from its
+    config alone (the weights are not loaded)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+    return unit_blocks_for_shapes(spec_for_config(config), shapes, num_heads(config))

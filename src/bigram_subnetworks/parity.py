@@ -10,6 +10,7 @@ theirs (`released.load_released_mask`); both cover the model's maskable weights,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from .architectures import UnitBlock
 from .masking import Mask
@@ -30,16 +31,11 @@ def _ratio(numerator: int, denominator: int) -> float:
 
 
 def parity_row(
-    ours: Mask,
-    theirs: Mask,
-    blocks: Sequence[UnitBlock],
-    *,
-    null_model: str,
-    permutations: int,
-    seed: int,
-    threads: int = 1,
+    ours: Mask, theirs: Mask, blocks: Sequence[UnitBlock], **null: Any
 ) -> dict[str, float | int | str]:
-    """Our mask against theirs over the same weights.
+    """Our mask against theirs over the same weights; ``null`` are the permutation-null
+    settings of `overlap.overlap_summary` (``null_model``, ``permutations``, ``seed``,
+    ``threads``).
 
     Columns: ``n_total`` (N, maskable weights), ``n_ours``, ``n_theirs``, ``n_both``;
     ``kept_fraction_ours`` / ``_theirs`` = |A|/N, |B|/N; ``first_mlp_kept_*`` and
@@ -49,21 +45,13 @@ def parity_row(
     ``jaccard`` = |A∩B|/|A∪B|; ``ours_in_theirs`` = |A∩B|/|A| and ``theirs_in_ours`` =
     |A∩B|/|B|. Ratios over an empty set are NaN.
     """
-    summary = overlap_summary(
-        ours,
-        theirs,
-        blocks,
-        null_model=null_model,
-        permutations=permutations,
-        seed=seed,
-        threads=threads,
-    )
+    summary = overlap_summary(ours, theirs, blocks, **null)
     row = {_RENAMED.get(key, key): value for key, value in summary.items()}
     n_ours, n_theirs, n_both = row["n_ours"], row["n_theirs"], row["n_both"]
     row["theirs_in_ours"] = _ratio(n_both, n_theirs)
     row["jaccard"] = _ratio(n_both, n_ours + n_theirs - n_both)
     layers = layer_summary(
-        overlap_breakdown(ours, theirs, blocks, null_model=null_model, per_head=False)
+        overlap_breakdown(ours, theirs, blocks, null_model=null["null_model"], per_head=False)
     )
     first_mlp = layers[(layers["layer"] == 0) & (layers["part"] == "mlp")]
     kept = {

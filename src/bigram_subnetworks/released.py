@@ -21,7 +21,7 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -111,32 +111,17 @@ def released_file(model: str, lam: str | float | None = None) -> ReleasedFile:
     return ReleasedFile(RELEASED_REPO.format(size=size), RELEASED_FILE.format(lam=label))
 
 
-def download_released(
-    model: str,
-    lam: str | float | None = None,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-) -> Path:
+def download_released(model: str, lam: str | float | None = None, **where: Any) -> Path:
     """Path of the authors' mask file for ``model`` at λ (see `released_file`), downloaded by
     ``huggingface_hub.hf_hub_download`` into the Hub cache (``cache_dir``, default
     ``HF_HUB_CACHE``) or into ``local_dir``; a file already there is not downloaded again.
 
-    ``revision`` is a branch, tag or commit of the authors' repo (None: ``main``). With
+    ``where`` are `fetch_released`'s options: ``revision``, a branch, tag or commit of the
+    authors' repo (None: ``main``); ``cache_dir``; ``local_dir``; ``local_files_only``. With
     ``HF_HUB_OFFLINE=1`` or ``local_files_only`` only the cache is read. A file that is not there,
     offline or with the Hub unreachable, raises `ReleasedMaskUnavailable` saying so.
     """
-    repo_id, filename = released_file(model, lam)
-    return fetch_released(
-        repo_id,
-        filename,
-        revision=revision,
-        cache_dir=cache_dir,
-        local_dir=local_dir,
-        local_files_only=local_files_only,
-    )
+    return fetch_released(*released_file(model, lam), **where)
 
 
 def fetch_released(

@@ -1,20 +1,14 @@
 """Overlap of a bigram and an optimal subnetwork, with its permutation null and the per-layer,
 per-block breakdown."""
 
-from transformers import AutoConfig
-
 from bigram_subnetworks import architectures, io, logs, overlap
 from bigram_subnetworks.masking import Mask
 
 logs.setup(snakemake.log[0])
 w = snakemake.wildcards
 settings = snakemake.params.overlap
-config = AutoConfig.from_pretrained(
-    snakemake.params.model_dir, local_files_only=True, trust_remote_code=False
-)
 bigram, optimal = Mask.load(snakemake.input.bigram), Mask.load(snakemake.input.optimal)
-spec = architectures.spec_for_config(config)
-blocks = architectures.unit_blocks_for_shapes(spec, bigram.shapes, architectures.num_heads(config))
+blocks = architectures.checkpoint_unit_blocks(snakemake.params.model_dir, bigram.shapes)
 nulls = {k: settings[k] for k in ("null_model", "permutations")}
 summary = overlap.overlap_summary(
     bigram, optimal, blocks, **nulls, seed=settings["seed"], threads=snakemake.threads
