@@ -274,3 +274,31 @@ def test_tokenizer_needs_a_vocab_size_or_a_hub_source(config):
     config["tokenizers"][0].pop("vocab_size")
     message = "tokenizers.0 (bpe4k): give exactly one of `vocab_size` (a BPE trained here) or `hub`"
     assert message in _error(config)
+
+
+def test_released_mask_runs_are_checked(config):
+    config["released_masks"]["runs"] = [
+        {"model": "pythia-tiny", "lam": "10"},
+        {"model": "nope", "lam": "10"},
+        {"model": "gpt2-tiny", "lam": "3", "repo": "org/r", "filename": "f.pickle"},
+    ]
+    error = _error(config)
+    assert (
+        "released_masks.runs.0: 'pythia-tiny' is not a hub model; give repo and filename" in error
+    )
+    assert "released_masks.runs.1.model: 'nope' is not in models" in error
+    assert "released_masks.runs.2.lam: '3' is not a trained bigram λ label" in error
+
+
+def test_released_source_follows_the_authors_names_unless_configured():
+    paper = load_config(ROOT / "configs/paper.yaml", SCHEMA)
+    grid = Grid(paper)
+    assert grid.released_source("pythia-1b", "100") == {
+        "repo_id": "tylerachang/bigram-subnetworks-pythia-1b",
+        "filename": "subnetwork_dict_lambda1e2.pickle",
+    }
+    paper["released_masks"]["runs"] = [{"model": "gpt2-small", "lam": "10", "repo": "me/mirror"}]
+    assert Grid(paper).released_source("gpt2-small", "10") == {
+        "repo_id": "me/mirror",
+        "filename": "subnetwork_dict_lambda1e1.pickle",
+    }

@@ -180,9 +180,22 @@ def _pair_errors(config: Mapping, models: set) -> list[str]:
     return errors
 
 
+def released_source(run: Mapping, model: Mapping) -> dict[str, str]:
+    """Hub repo and file of a released-mask run: configured (`repo`, `filename`), else the
+    authors' naming for the model's hub id and λ. A ValueError names what is missing."""
+    if "repo" in run and "filename" in run:
+        return {"repo_id": run["repo"], "filename": run["filename"]}
+    if "hub" not in model:
+        raise ValueError(f"{model['name']!r} is not a hub model; give repo and filename")
+    from .released import released_file  # imports torch: only for configs that need it
+
+    repo_id, filename = released_file(model["hub"]["id"], run["lam"])
+    return {"repo_id": run.get("repo", repo_id), "filename": run.get("filename", filename)}
+
+
 def _released_errors(config: Mapping, models: set, bigram_labels: set) -> list[str]:
-    """Released-mask runs name a hub model, one of our trained bigram λ labels, and (unless
-    given) a release the authors published."""
+    """Released-mask runs name a model, one of our trained bigram λ labels, and (unless given)
+    a release the authors published."""
     errors = []
     for i, run in enumerate(config["released_masks"]["runs"]):
         where = f"released_masks.runs.{i}"
@@ -191,16 +204,9 @@ def _released_errors(config: Mapping, models: set, bigram_labels: set) -> list[s
             continue
         if run["lam"] not in bigram_labels:
             errors.append(f"{where}.lam: {run['lam']!r} is not a trained bigram λ label")
-        if "repo" in run and "filename" in run:
-            continue
-        from .released import released_file  # imports torch: only for configs that need it
-
         model = next(m for m in config["models"] if m["name"] == run["model"])
-        if "hub" not in model:
-            errors.append(f"{where}: {run['model']!r} is not a hub model; give repo and filename")
-            continue
         try:
-            released_file(model["hub"]["id"], run["lam"])
+            released_source(run, model)
         except ValueError as error:
             errors.append(f"{where}: {error}")
     return errors
@@ -315,6 +321,10 @@ class Grid:
         """Models pretrained in the pipeline (not from the hub), in config order."""
         return [name for name in self.models if not self.is_hub_model(name)]
 
+    def hub_models(self) -> list[str]:
+        """Models taken from the hub (or a local directory), in config order."""
+        return [name for name in self.models if self.is_hub_model(name)]
+
     def hub_tokenizers(self) -> list[str]:
         return [name for name, tok in self.tokenizers.items() if "hub" in tok]
 
@@ -403,17 +413,9 @@ class Grid:
 
     def released_source(self, model: str, lam: str) -> dict[str, str]:
         """Hub repo and file of a released mask: configured, or the authors' naming."""
-        run = next(
-            r
-            for r in self.config["released_masks"]["runs"]
-            if (r["model"], r["lam"]) == (model, lam)
-        )
-        if "repo" in run and "filename" in run:
-            return {"repo_id": run["repo"], "filename": run["filename"]}
-        from .released import released_file
-
-        repo_id, filename = released_file(self.models[model]["hub"]["id"], lam)
-        return {"repo_id": run.get("repo", repo_id), "filename": run.get("filename", filename)}
+        runs = self.config["released_masks"]["runs"]
+        run = next(r for r in runs if (r["model"], r["lam"]) == (model, lam))
+        return released_source(run, self.models[model])
 
     def size_matching(self) -> dict[str, Any]:
         """Bisection settings of the size-matched optimal subnetworks."""

@@ -92,8 +92,7 @@ def download_outputs():
     and the released masks."""
     models = [
         GRID.model_directory(model, revision)
-        for model in GRID.models
-        if GRID.is_hub_model(model)
+        for model in GRID.hub_models()
         for revision in GRID.revisions(model)
     ]
     released = [

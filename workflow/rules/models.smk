@@ -8,7 +8,7 @@ rule download_model:
     log:
         "logs/download_model/{model}/{revision}.log",
     wildcard_constraints:
-        model=one_of(set(GRID.models) - set(PRETRAINED)),
+        model=one_of(GRID.hub_models()),
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
