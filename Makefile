@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[dev,slurm]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,slurm,gguf]'
 	touch $(STAMP)
 
 install: $(STAMP)

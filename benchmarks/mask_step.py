@@ -39,7 +39,7 @@ from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.masking import ContinuousSparsification
 from bigram_subnetworks.targets import BigramTarget
-from bigram_subnetworks.training import _step
+from bigram_subnetworks.training import _step, score_optimizer
 
 BATCH, SEQ, LAM, LR = 16, 128, 10.0, 5e-5
 N_SEQUENCES = 1_600 if QUICK else 16_000  # 0.2M or 2.05M tokens
@@ -76,8 +76,8 @@ def measure(vocab: int) -> dict[str, float]:
     for p in base.parameters():
         p.requires_grad_(False)
     cs = ContinuousSparsification(maskable_parameters(base))
-    ours_opt = torch.optim.AdamW(cs.parameters(), lr=LR, weight_decay=0.01)
     cfg, target = mask_config(BATCH, LAM, LR), BigramTarget(bigrams, device=CPU)
+    ours_opt = score_optimizer(cs, cfg)
     assert circuit.n_trainable == cs.numel, (circuit.n_trainable, cs.numel)
     log.info("V=%d: %d mask logits; building the reference rows", vocab, cs.numel)
     ngram = ReferenceNGram(bigrams)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from _common import QUICK, THREADS, emit, setup
 
-from bigram_subnetworks.architectures import GPT_NEOX, unit_blocks_for_shapes
+from bigram_subnetworks.architectures import GPT_NEOX, Heads, unit_blocks_for_shapes
 from bigram_subnetworks.masking import Mask
 from bigram_subnetworks.overlap import overlap_summary
 
@@ -90,7 +90,7 @@ def main() -> None:
         100 * b.density,
         time.perf_counter() - started,
     )
-    blocks = unit_blocks_for_shapes(GPT_NEOX, shapes, HEADS)
+    blocks = unit_blocks_for_shapes(GPT_NEOX, shapes, Heads(HEADS, HEADS))
 
     ref_a, ref_b = reference_blocks(a), reference_blocks(b)
     np.random.seed(0)

@@ -17,7 +17,7 @@ from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.masking import ContinuousSparsification
 from bigram_subnetworks.targets import BigramTarget
-from bigram_subnetworks.training import _step
+from bigram_subnetworks.training import _step, score_optimizer
 
 VOCAB, SEQ, BATCH = 50304, 128, 16
 N_SEQUENCES = 1_600 if QUICK else 16_000
@@ -35,8 +35,8 @@ def main() -> None:
     for p in model.parameters():
         p.requires_grad_(False)
     cs = ContinuousSparsification(maskable_parameters(model))
-    optimizer = torch.optim.AdamW(cs.parameters(), lr=5e-5, weight_decay=0.01)
     cfg = mask_config(BATCH)
+    optimizer = score_optimizer(cs, cfg)
     lengths = np.diff(bigrams.probs.indptr)
     distinct = np.unique(batch)
     log.info(

@@ -9,17 +9,53 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+)
 
 VOCAB = 64
-ARCHS = ("gpt_neox", "gpt2")
+ARCHS = ("gpt_neox", "gpt2", "llama")
+# Every Hugging Face model type the Llama-layout family covers, each tested on a tiny real model.
+LLAMA_LAYOUT_TYPES = ("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "smollm3")
 
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
 # that wait for each other make a 17 ms masked step take 800 ms (measured).
 torch.set_num_threads(1)
 
 
+def make_llama_layout(
+    model_type: str = "llama", vocab_size: int = VOCAB, seed: int = 0, layers: int = 2
+):
+    """A tiny real model of a Llama-layout class: 4 query heads over 2 key/value heads
+    (grouped-query attention), gated MLP, tied embeddings, token ids inside the vocabulary."""
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
 def make_tiny_model(arch: str, vocab_size: int = VOCAB, seed: int = 0, layers: int = 2):
+    if arch == "llama":
+        return make_llama_layout("llama", vocab_size, seed, layers)
     torch.manual_seed(seed)
     if arch == "gpt_neox":
         config = GPTNeoXConfig(

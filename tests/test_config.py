@@ -44,8 +44,34 @@ def test_out_of_range_value_is_named(config):
 
 
 def test_unsupported_architecture_is_named(config):
-    config["models"][0]["arch"] = "llama"
-    assert "models.0.arch: 'llama' is not one of ['gpt_neox', 'gpt2']" in _error(config)
+    config["models"][0]["arch"] = "bert"
+    expected = "models.0 (pythia-tiny).arch: 'bert' is not a supported architecture family"
+    assert f"{expected} (one of gpt_neox, gpt2, llama)" in _error(config)
+
+
+def test_a_model_pretrained_here_needs_its_family(config):
+    del config["models"][0]["arch"]
+    assert "models.0 (pythia-tiny).arch: a model pretrained here needs its family" in _error(config)
+
+
+def test_key_value_heads_only_where_the_layout_has_them(config):
+    config["models"][0]["pretrain"]["num_kv_heads"] = 3
+    message = _error(config)
+    assert "pretrain.num_kv_heads: 3 does not divide num_heads 4" in message
+    assert "the gpt_neox layout has as many key/value heads as query heads" in message
+
+
+def test_hub_sources_are_one_of_id_or_package(config):
+    model = {"name": "m", "tokenizer": "bpe4k", "hub": {"id": "x", "package": "y"}}
+    config["models"].append(model)
+    assert "models.2 (m).hub: give exactly one of `id`" in _error(config)
+    model["hub"] = {"package": "y"}
+    assert "models.2 (m).hub.gguf_file: a `package` source names the file" in _error(config)
+
+
+def test_tokenizer_of_a_model_must_name_a_hub_model(config):
+    config["tokenizers"].append({"name": "own", "model": "pythia-tiny"})
+    assert "tokenizers.1 (own).model: 'pythia-tiny' is not a hub model in models" in _error(config)
 
 
 def test_duplicate_lambda_labels(config):
@@ -272,7 +298,7 @@ def test_model_source_and_override_errors_are_named(config, change, message):
 
 def test_tokenizer_needs_a_vocab_size_or_a_hub_source(config):
     config["tokenizers"][0].pop("vocab_size")
-    message = "tokenizers.0 (bpe4k): give exactly one of `vocab_size` (a BPE trained here) or `hub`"
+    message = "tokenizers.0 (bpe4k): give exactly one of `vocab_size` (a BPE trained here), `hub`"
     assert message in _error(config)
 
 

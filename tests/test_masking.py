@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from bigram_subnetworks.architectures import maskable_parameters
-from bigram_subnetworks.masking import ContinuousSparsification, Mask, apply_mask, masked_forward
+from bigram_subnetworks.masking import (
+    ContinuousSparsification,
+    Mask,
+    apply_mask,
+    forward_with,
+    masked_forward,
+)
 
 from conftest import make_tiny_model
 
@@ -111,3 +117,56 @@ def test_continuous_sparsification_math(tiny_model):
     restored = ContinuousSparsification(weights)
     restored.load_state_dict(cs.state_dict())
     assert float(restored.beta) == 3.0
+
+
+def _random_scores(cs: ContinuousSparsification, seed: int = 0) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for s in cs.scores:
+            s.copy_(torch.randn(s.shape, generator=generator))
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_score_gradients_equal_autograd_through_the_soft_mask(tiny_model, micro_batches):
+    """`masked_weights` + `backward_scores` (the training step's fused chain rule) give the
+    gradient of CE(masked model) + λ·Σσ(βs)/|M| that autograd computes through `soft`, with
+    the loss split over micro-batches."""
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    weights = maskable_parameters(tiny_model)
+    cs = ContinuousSparsification(weights)
+    _random_scores(cs)
+    cs.anneal(1.7)
+    ids = torch.randint(0, 64, (4, 10), generator=torch.Generator().manual_seed(2))
+    lam = 3.0
+
+    def xent(logits, micro):
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), micro[:, 1:].reshape(-1)
+        )
+
+    soft = cs.soft()
+    loss = xent(masked_forward(tiny_model, soft, input_ids=ids).logits, ids)
+    (loss + lam * cs.penalty(soft)).backward()
+    expected = [s.grad.clone() for s in cs.scores]
+    cs.zero_grad(set_to_none=True)
+
+    masked, penalty = cs.masked_weights(weights)
+    assert penalty == pytest.approx(float(cs.penalty(soft).detach()), rel=1e-6)
+    for micro in ids.split(len(ids) // micro_batches):
+        logits = forward_with(tiny_model, masked, input_ids=micro).logits
+        (xent(logits, micro) / micro_batches).backward()
+    cs.backward_scores(weights, lam)
+    for s, grad in zip(cs.scores, expected, strict=True):
+        torch.testing.assert_close(s.grad, grad, rtol=1e-5, atol=1e-8)
+    assert all(m.grad is None for m in masked.values())
+
+
+def test_decision_counts_equal_thresholds_on_the_soft_mask(tiny_model):
+    cs = ContinuousSparsification(maskable_parameters(tiny_model))
+    _random_scores(cs, seed=3)
+    cs.anneal(2.5)
+    soft = torch.cat([m.flatten() for m in cs.soft().values()]).detach()
+    on, undecided = cs.decision_counts()
+    assert on == int((soft > 0.9).sum()) > 0
+    assert undecided == int(((soft >= 0.1) & (soft <= 0.9)).sum()) > 0

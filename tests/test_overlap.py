@@ -10,6 +10,7 @@ from transformers import AttentionInterface
 from transformers.models.gpt_neox import modeling_gpt_neox
 
 from bigram_subnetworks.architectures import (
+    Heads,
     UnitBlock,
     maskable_parameters,
     model_unit_blocks,
@@ -250,12 +251,16 @@ def test_breakdown_sums_to_the_totals(arch, null_model, per_head):
     _, mean, _ = null_samples(a, b, blocks, null_model=null_model, permutations=1, seed=0)
     assert table["expected_both"].sum() == pytest.approx(mean)
     assert set(table["layer"]) == {0, 1, 2}
-    assert list(table.drop_duplicates(["layer", "block"])["block"][:6]) == [
-        "attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_out",
-    ]  # fmt: skip
+    gate = ["mlp_gate"] if arch == "llama" else []
+    blocks_of_layer = ["attn_q", "attn_k", "attn_v", "attn_o", *gate, "mlp_in", "mlp_out"]
+    first_layer = table.drop_duplicates(["layer", "block"])["block"][: len(blocks_of_layer)]
+    assert list(first_layer) == blocks_of_layer
     heads = table.groupby(["layer", "block"])["head"].count()  # non-NA heads per block
     attention = heads.index.get_level_values("block").str.startswith("attn")
-    assert (heads[attention] == (4 if per_head else 0)).all()
+    key_value = heads.index.get_level_values("block").isin(["attn_k", "attn_v"])
+    kv_heads = 2 if arch == "llama" else 4  # the tiny Llama's grouped-query attention
+    assert (heads[attention & ~key_value] == (4 if per_head else 0)).all()
+    assert (heads[key_value] == (kv_heads if per_head else 0)).all()
     assert (heads[~attention] == 0).all()
     np.testing.assert_allclose(
         table["frac_shared"] + table["frac_only_a"] + table["frac_only_b"],
@@ -430,7 +435,7 @@ def test_mismatched_masks_name_the_weight():
 def test_blocks_from_mask_shapes_match_blocks_from_the_model(arch):
     """Masks loaded from files need no model: blocks from their shapes are the model's blocks."""
     model = make_tiny_model(arch)
-    from_shapes = unit_blocks_for_shapes(spec_for(model), _shapes(model), 4)
+    from_shapes = unit_blocks_for_shapes(spec_for(model), _shapes(model), Heads.of(model.config))
     assert from_shapes == model_unit_blocks(model)
     with pytest.raises(ValueError, match="expects"):
         from_shapes[0].view(torch.zeros(3, 3, dtype=torch.bool))

@@ -23,6 +23,11 @@ FIRST_MLP = {
         "gpt_neox.layers.0.mlp.dense_4h_to_h.weight",
     ),
     "gpt2": ("transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_proj.weight"),
+    "llama": (
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.up_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ),
 }
 NULL = {"null_model": "rows", "permutations": 199, "seed": 0}
 

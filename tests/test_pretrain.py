@@ -27,13 +27,14 @@ from bigram_subnetworks.pretrain import (
 
 VOCAB = 64
 SEQ = 16
-ARCHS = ("gpt_neox", "gpt2")
+ARCHS = ("gpt_neox", "gpt2", "llama")
 CHECKPOINTS = (0, 1, 2, 4, 8, 16, 40)
 
 
 def tiny_shape(arch: str) -> ModelShape:
+    kv_heads = 2 if arch == "llama" else None  # grouped-query attention in the Llama layout
     return ModelShape(arch, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                      max_positions=SEQ)  # fmt: skip
+                      max_positions=SEQ, num_kv_heads=kv_heads)  # fmt: skip
 
 
 def make_config(**overrides) -> PretrainConfig:
@@ -69,6 +70,9 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def expected_parameters(arch: str, v: int, h: int, layers: int, inner: int, pos: int) -> int:
+    if arch == "llama":  # q, o: h×h; k, v: h×(2 heads of h/4); gate, up, down; 2 RMSNorms; tied
+        block = 2 * h * h + 2 * h * (h // 2) + 3 * h * inner + 2 * h
+        return v * h + layers * block + h
     block = 4 * h + (3 * h * h + 3 * h) + (h * h + h) + (h * inner + inner) + (inner * h + h)
     if arch == "gpt_neox":  # untied embed_in and lm_head, no position embeddings (rotary)
         return 2 * v * h + layers * block + 2 * h
@@ -77,7 +81,8 @@ def expected_parameters(arch: str, v: int, h: int, layers: int, inner: int, pos:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_build_model_shape_and_parameter_count(arch):
-    model = build_model(ModelShape(arch, 48, 3, 4, 96, 32), vocab_size=100, seed=0)
+    kv_heads = 2 if arch == "llama" else None
+    model = build_model(ModelShape(arch, 48, 3, 4, 96, 32, kv_heads), vocab_size=100, seed=0)
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == expected_parameters(arch, v=100, h=48, layers=3, inner=96, pos=32)
     config = model.config
@@ -89,6 +94,8 @@ def test_build_model_shape_and_parameter_count(arch):
         assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
         assert config.use_parallel_residual
         assert config.rope_parameters["partial_rotary_factor"] == 0.25
+    if arch == "llama":  # grouped-query attention, tied embeddings as in SmolLM2
+        assert (config.num_key_value_heads, config.tie_word_embeddings) == (2, True)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -100,8 +107,8 @@ def test_same_seed_gives_identical_weights(arch):
 
 
 def test_unknown_arch_is_rejected():
-    with pytest.raises(ValueError, match="llama"):
-        build_model(ModelShape("llama", 32, 2, 4, 64, 16), VOCAB, seed=0)
+    with pytest.raises(ValueError, match="unknown arch 'bert'"):
+        build_model(ModelShape("bert", 32, 2, 4, 64, 16), VOCAB, seed=0)
 
 
 @pytest.mark.parametrize(

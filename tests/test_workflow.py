@@ -72,8 +72,8 @@ def test_test_config_replaces_the_default_grid():
     """`--configfile` merges over config.yaml: lists must replace, so no default model leaks in."""
     output = snakemake("-n", "--forceall", "--configfile", ".test/config.yaml").stdout
     counts = job_counts(output)
-    # 2 models × (λ 1 at both checkpoints × 2 seeds + full + empty) + 1 optimal λ × 2 seeds.
-    assert counts["pretrain"] == 2 and counts["train_mask"] == 2 * (4 + 2) + 2
+    # 3 models × (λ 1 at both checkpoints × 2 seeds + full + empty) + 1 optimal λ × 2 seeds.
+    assert counts["pretrain"] == 3 and counts["train_mask"] == 3 * (4 + 2) + 2
     assert "pythia-tiny" not in output and "neox-test" in output
 
 
@@ -119,7 +119,7 @@ FIGURES = (
 def test_every_output_exists(test_run):
     workdir, _ = test_run
     masks = workdir / "results/masks"
-    for model in ("neox-test", "gpt2-test"):
+    for model in ("neox-test", "gpt2-test", "llama-test"):
         checkpoint = workdir / f"results/models/{model}/checkpoints/step40"
         # Each checkpoint carries its tokenizer, as a hub snapshot does.
         assert len(load_tokenizer(checkpoint)) == 512
@@ -138,14 +138,14 @@ def test_every_output_exists(test_run):
             )
     for seed in (0, 1):
         for lam in ("0.1", "match-1"):
-            mask_dir = masks / f"neox-test/step40/optimal/lam-{lam}/seed-{seed}"
+            mask_dir = masks / f"llama-test/step40/optimal/lam-{lam}/seed-{seed}"
             for name in MASK_FILES:
                 assert (mask_dir / name).stat().st_size > 0, mask_dir / name
         meta = json.loads(
-            (masks / f"neox-test/step40/optimal/lam-match-1/seed-{seed}/meta.json").read_text()
+            (masks / f"llama-test/step40/optimal/lam-match-1/seed-{seed}/meta.json").read_text()
         )
         search = pd.read_csv(
-            masks / f"neox-test/step40/optimal/lam-match-1/seed-{seed}/search.tsv", sep="\t"
+            masks / f"llama-test/step40/optimal/lam-match-1/seed-{seed}/search.tsv", sep="\t"
         )
         assert meta["lam_value"] in search["lam"].tolist() and meta["seed"] == str(seed)
     for figure in FIGURES:
@@ -170,7 +170,7 @@ def test_tables_have_the_documented_columns(test_run):
         "n_kept",
         "n_total", "kept_fraction", "r_clip_inf", "r_drop_inf", "xent_bigram", "eval_loss",
     } <= set(metrics.columns)  # fmt: skip
-    assert len(metrics) == 2 * (4 + 2) + 2 * 2
+    assert len(metrics) == 3 * (4 + 2) + 2 * 2
     by_lam = metrics.set_index(["model", "lam"])["kept_fraction"]
     assert (by_lam.xs("full", level="lam") == 1.0).all()
     assert (by_lam.xs("empty", level="lam") == 0.0).all()
@@ -184,7 +184,12 @@ def test_tables_have_the_documented_columns(test_run):
     assert (trained["r_drop_inf_ci_low"] <= trained["r_drop_inf"]).all()
     layers = _table(workdir, "layers")
     assert {"layer", "block", "n_kept", "n_total", "kept_fraction", "seed"} <= set(layers.columns)
-    assert len(layers) == len(metrics) * 2 * 6  # masks × layers × blocks
+    # masks × layers × blocks: 6 blocks per layer, 7 in the Llama layout (its MLP has a gate)
+    blocks = metrics["arch"].map({"gpt_neox": 6, "gpt2": 6, "llama": 7})
+    assert len(layers) == (blocks * 2).sum()
+    assert set(layers.loc[layers["arch"] == "llama", "block"]) == {
+        "attn_q", "attn_k", "attn_v", "attn_o", "mlp_gate", "mlp_in", "mlp_out"
+    }  # fmt: skip
     pretraining = _table(workdir, "pretraining")
     assert {"model", "step", "eval_loss", "bigram_loss", "unigram_loss"} <= set(pretraining)
 
@@ -226,7 +231,7 @@ def test_residual_stream_and_dynamics_tables(test_run):
     assert np.allclose(diagonal["similarity"], 1.0)
     assert len(_table(workdir, "lens_summary")) == 4 * 3
     dynamics = _table(workdir, "dynamics")
-    assert len(dynamics) == 2 * 2 * 2  # models × checkpoints × seeds
+    assert len(dynamics) == 3 * 2 * 2  # models × checkpoints × seeds
     assert set(dynamics["step"]) == {0, 40} and "first_mlp_share" in dynamics
 
 
@@ -299,7 +304,7 @@ def test_same_config_twice_gives_identical_masks_metrics_and_tables(test_run, tm
     masks = sorted(
         p.relative_to(workdir) for p in workdir.glob("results/masks/**/mask.safetensors")
     )
-    assert len(masks) == 16  # 2 models × (full, empty, λ 1 × 2 checkpoints × 2 seeds) + 4 optimal
+    assert len(masks) == 22  # 3 models × (full, empty, λ 1 × 2 checkpoints × 2 seeds) + 4 optimal
     for path in masks:
         first, second = load_file(workdir / path), load_file(tmp_path / path)
         assert first.keys() == second.keys(), path

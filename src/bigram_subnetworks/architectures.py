@@ -1,23 +1,316 @@
-"""The only place that knows model internals: which weights are maskable and how to label them.
+"""The only place that knows model internals, as data: one registry entry per model family.
 
-Paper-spec §3: only the 2-D weight matrices inside transformer blocks are masked; embeddings, the
-unembedding, LayerNorms and biases are always kept. Patterns are anchored (``fullmatch``) because a
-substring filter such as "not 'embed'" silently masks GPT-NeoX's ``lm_head`` in transformers 5.
+An entry says which weights of every transformer block are maskable and how each splits into
+labelled blocks (attention q, k, v, o per head; MLP gate, in/up, out/down), how the weights are
+stored (``nn.Linear`` keeps (out, in), GPT-2's ``Conv1D`` (in, out)), where the blocks and the
+final norm live (the residual-stream hooks, docs/method.md §7) and how to build a fresh model of
+the family for pretraining here. Everything else (labels, the overlap null's unit blocks,
+kept-by-layer tables, ablations, the lens, figures) reads these entries and never branches on a
+family's name.
+
+The maskable set is the paper's (§3): the 2-D weight matrices inside transformer blocks;
+embeddings, the unembedding, norms and biases (Qwen2's q/k/v biases included) are always kept.
+Patterns are anchored (``fullmatch``) because a substring filter such as "not 'embed'" silently
+masks GPT-NeoX's ``lm_head`` in transformers 5.
+
+Importing this module is cheap (no torch, no transformers): the config validation uses it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 ATTENTION_BLOCKS = ("attn_q", "attn_k", "attn_v", "attn_o")
-MLP_BLOCKS = ("mlp_in", "mlp_out")
+MLP_BLOCKS = ("mlp_gate", "mlp_in", "mlp_out")
 BLOCKS = ATTENTION_BLOCKS + MLP_BLOCKS
+QUERY, KEY_VALUE = "query", "key_value"
+# Models pretrained here: on 2 CPU cores (h128 × 4 layers, seq 128, interleaved A/B) SDPA is as
+# fast as eager or up to 5% faster for GPT-NeoX and GPT-2, and it is the faster one on GPUs.
+ATTN_IMPLEMENTATION = "sdpa"
+
+
+class Heads(NamedTuple):
+    """Attention heads of a model: query heads, and key/value heads (fewer under grouped-query
+    attention, where each key/value head serves ``query // key_value`` query heads)."""
+
+    query: int
+    key_value: int
+
+    @classmethod
+    def of(cls, config: Any) -> Heads:
+        """From a Hugging Face config (GPT-2's ``n_head`` is aliased as ``num_attention_heads``)."""
+        query = int(config.num_attention_heads)
+        return cls(query, int(getattr(config, "num_key_value_heads", None) or query))
+
+    def count(self, kind: str | None) -> int | None:
+        return None if kind is None else {QUERY: self.query, KEY_VALUE: self.key_value}[kind]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One block stored in a maskable matrix; ``heads`` says which head count splits it (None: an
+    MLP block, not split)."""
+
+    block: str
+    heads: str | None = None
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One maskable weight of every transformer block.
+
+    ``path`` is the module under the block (``{layers_path}.{layer}.{path}.weight``). ``parts`` are
+    the blocks it holds, in storage order along ``split``: ``"out"`` (output units: q, k, v,
+    gate, in; a fused QKV holds three) or ``"in"`` (input features: attention's output projection,
+    whose inputs are grouped by head). Fused parts are part-major ([q heads | k heads | v heads],
+    GPT-2, Phi-3) unless ``head_major`` ([head][q, k, v][head_dim], GPT-NeoX).
+    """
+
+    path: str
+    parts: tuple[Part, ...]
+    split: str = "out"
+    head_major: bool = False
+
+
+def _q(path: str) -> Matrix:
+    return Matrix(path, (Part("attn_q", QUERY),))
+
+
+def _kv(path: str, block: str) -> Matrix:
+    return Matrix(path, (Part(block, KEY_VALUE),))
+
+
+def _o(path: str) -> Matrix:
+    return Matrix(path, (Part("attn_o", QUERY),), split="in")
+
+
+def _mlp(path: str, block: str) -> Matrix:
+    return Matrix(path, (Part(block),))
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A model family: the Hugging Face ``model_types`` that share one weight layout.
+
+    ``stored`` is ``"out_in"`` for ``nn.Linear`` weights and ``"in_out"`` for GPT-2's ``Conv1D``.
+    ``layers_path`` and ``final_norm_path`` locate the transformer blocks and the final norm (the
+    residual stream's hook points). ``build`` makes a fresh model of the family for pretraining in
+    the pipeline from (shape, vocabulary size). ``grouped_query``: the layout allows fewer
+    key/value heads than query heads.
+    """
+
+    name: str
+    title: str
+    model_types: tuple[str, ...]
+    layers_path: str
+    final_norm_path: str
+    stored: str
+    matrices: tuple[Matrix, ...]
+    build: Callable[[Any, int], Any]
+    grouped_query: bool = False
+
+    def __post_init__(self) -> None:
+        patterns = {
+            matrix: re.compile(
+                rf"{re.escape(self.layers_path)}\.(?P<layer>\d+)\.{re.escape(matrix.path)}\.weight"
+            )
+            for matrix in self.matrices
+        }
+        object.__setattr__(self, "_patterns", patterns)
+
+    def match(self, name: str) -> tuple[int, Matrix] | None:
+        """(layer, matrix) for a maskable parameter name, None for everything else."""
+        for matrix, pattern in self._patterns.items():
+            found = pattern.fullmatch(name)
+            if found:
+                return int(found["layer"]), matrix
+        return None
+
+    @property
+    def transposed(self) -> bool:
+        """Whether weights are stored (in, out), so output units are columns."""
+        return self.stored == "in_out"
+
+
+def _build_gpt_neox(shape, vocab_size: int):
+    """Pythia's layout: parallel residual, untied unembedding, no dropout, partial rotary (the
+    library default, 25% of each head, as in Pythia)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig(
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_positions,
+        use_parallel_residual=True,
+        tie_word_embeddings=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        attn_implementation=ATTN_IMPLEMENTATION,
+    )
+    return GPTNeoXForCausalLM(config)
+
+
+def _build_gpt2(shape, vocab_size: int):
+    """GPT-2 without dropout: these tiny models underfit the corpus (as Pythia, trained without
+    dropout). Its bos/eos default (50256) would lie outside a small vocabulary, so they are
+    unset. GPT-2's tanh-approximated GELU, as PyTorch's fused kernel: "gelu_new" is the same
+    function in five elementwise Python ops, which cost ~25% of a CPU forward at this size."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        activation_function="gelu_pytorch_tanh",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        vocab_size=vocab_size,
+        n_embd=shape.hidden_size,
+        n_layer=shape.num_layers,
+        n_head=shape.num_heads,
+        n_inner=shape.intermediate_size,
+        n_positions=shape.max_positions,
+        bos_token_id=None,
+        eos_token_id=None,
+        attn_implementation=ATTN_IMPLEMENTATION,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def _build_llama(shape, vocab_size: int):
+    """The Llama layout (RMSNorm, rotary, gated SiLU MLP) with grouped-query attention when
+    ``num_kv_heads`` < ``num_heads``; embeddings tied as in SmolLM2."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads or shape.num_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_positions,
+        tie_word_embeddings=True,
+        attention_dropout=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        attn_implementation=ATTN_IMPLEMENTATION,
+    )
+    return LlamaForCausalLM(config)
+
+
+GPT_NEOX = ArchSpec(
+    name="gpt_neox",
+    title="GPT-NeoX (Pythia architecture)",
+    model_types=("gpt_neox",),
+    layers_path="gpt_neox.layers",
+    final_norm_path="gpt_neox.final_layer_norm",
+    stored="out_in",
+    matrices=(
+        Matrix(
+            "attention.query_key_value",
+            (Part("attn_q", QUERY), Part("attn_k", QUERY), Part("attn_v", QUERY)),
+            head_major=True,
+        ),
+        _o("attention.dense"),
+        _mlp("mlp.dense_h_to_4h", "mlp_in"),
+        _mlp("mlp.dense_4h_to_h", "mlp_out"),
+    ),
+    build=_build_gpt_neox,
+)
+GPT2 = ArchSpec(
+    name="gpt2",
+    title="GPT-2",
+    model_types=("gpt2",),
+    layers_path="transformer.h",
+    final_norm_path="transformer.ln_f",
+    stored="in_out",
+    matrices=(
+        Matrix(
+            "attn.c_attn", (Part("attn_q", QUERY), Part("attn_k", QUERY), Part("attn_v", QUERY))
+        ),
+        _o("attn.c_proj"),
+        _mlp("mlp.c_fc", "mlp_in"),
+        _mlp("mlp.c_proj", "mlp_out"),
+    ),
+    build=_build_gpt2,
+)
+# Every transformers class with separate q/k/v projections (grouped-query attention when
+# num_key_value_heads < num_attention_heads), a gated MLP and one final norm at `model.norm`;
+# each model type is tested on a tiny real model (tests/test_architectures.py). Gemma scales the
+# embedding by √d inside the model, OLMo-2 and Qwen3 normalise q and k, Qwen2's q/k/v have
+# biases: none of that changes which weights are maskable or how they split.
+LLAMA = ArchSpec(
+    name="llama",
+    title="Llama layout (grouped-query attention, gated MLP)",
+    model_types=("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "smollm3"),
+    layers_path="model.layers",
+    final_norm_path="model.norm",
+    stored="out_in",
+    matrices=(
+        _q("self_attn.q_proj"),
+        _kv("self_attn.k_proj", "attn_k"),
+        _kv("self_attn.v_proj", "attn_v"),
+        _o("self_attn.o_proj"),
+        _mlp("mlp.gate_proj", "mlp_gate"),
+        _mlp("mlp.up_proj", "mlp_in"),
+        _mlp("mlp.down_proj", "mlp_out"),
+    ),
+    build=_build_llama,
+    grouped_query=True,
+)
+REGISTRY: dict[str, ArchSpec] = {spec.name: spec for spec in (GPT_NEOX, GPT2, LLAMA)}
+
+
+def supported() -> str:
+    """The families and the model types each covers, for error messages."""
+    return "; ".join(f"{s.name} ({', '.join(s.model_types)})" for s in REGISTRY.values())
+
+
+def family_of(model_type: str | None) -> ArchSpec | None:
+    """The registry entry covering a Hugging Face ``model_type``, or None."""
+    for spec in REGISTRY.values():
+        if model_type in spec.model_types:
+            return spec
+    return None
+
+
+def spec_for_config(config, source: str = "the model") -> ArchSpec:
+    """The registry entry for a Hugging Face model config (no weights needed)."""
+    model_type = getattr(config, "model_type", None)
+    spec = family_of(model_type)
+    if spec is None:
+        raise ValueError(
+            f"unsupported architecture {model_type!r} of {source}: supported families are "
+            f"{supported()}"
+        )
+    return spec
+
+
+def spec_for(model: nn.Module) -> ArchSpec:
+    """The registry entry for a Hugging Face model, by its config's ``model_type``."""
+    return spec_for_config(getattr(model, "config", None), type(model).__name__)
+
+
+def maskable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Name → weight tensor for every maskable matrix, in the model's parameter order."""
+    spec = spec_for(model)
+    found = {name: p for name, p in model.named_parameters() if spec.match(name) is not None}
+    if not found:
+        raise ValueError(f"no maskable weights found in {type(model).__name__}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -31,137 +324,46 @@ class BlockSlice:
     cols: slice
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    """Per-architecture facts. ``kinds`` maps a weight's role to its anchored name pattern;
-    ``blocks_path`` and ``final_norm_path`` locate the transformer blocks and the final LayerNorm
-    (the residual-stream hooks, paper-spec §7)."""
+def block_slices(spec: ArchSpec, name: str, shape, heads: Heads) -> list[BlockSlice]:
+    """Split one maskable matrix into labelled blocks, per head for attention.
 
-    name: str
-    model_type: str
-    kinds: dict[str, re.Pattern[str]]
-    blocks_path: str
-    final_norm_path: str
-
-    def match(self, name: str) -> tuple[int, str] | None:
-        """(layer, kind) for a maskable parameter name, None for everything else."""
-        for kind, pattern in self.kinds.items():
-            found = pattern.fullmatch(name)
-            if found:
-                return int(found["layer"]), kind
-        return None
-
-
-def _patterns(prefix: str, **kinds: str) -> dict[str, re.Pattern[str]]:
-    return {
-        kind: re.compile(rf"{prefix}\.(?P<layer>\d+)\.{re.escape(suffix)}\.weight")
-        for kind, suffix in kinds.items()
-    }
-
-
-GPT_NEOX = ArchSpec(
-    name="gpt_neox",
-    model_type="gpt_neox",
-    kinds=_patterns(
-        r"gpt_neox\.layers",
-        qkv="attention.query_key_value",
-        attn_o="attention.dense",
-        mlp_in="mlp.dense_h_to_4h",
-        mlp_out="mlp.dense_4h_to_h",
-    ),
-    blocks_path="gpt_neox.layers",
-    final_norm_path="gpt_neox.final_layer_norm",
-)
-GPT2 = ArchSpec(
-    name="gpt2",
-    model_type="gpt2",
-    kinds=_patterns(
-        r"transformer\.h",
-        qkv="attn.c_attn",
-        attn_o="attn.c_proj",
-        mlp_in="mlp.c_fc",
-        mlp_out="mlp.c_proj",
-    ),
-    blocks_path="transformer.h",
-    final_norm_path="transformer.ln_f",
-)
-REGISTRY: dict[str, ArchSpec] = {spec.name: spec for spec in (GPT_NEOX, GPT2)}
-
-
-def spec_for(model: nn.Module) -> ArchSpec:
-    """The registry entry for a Hugging Face model, by its config's ``model_type``."""
-    return spec_for_config(getattr(model, "config", None))
-
-
-def spec_for_config(config) -> ArchSpec:
-    """The registry entry for a Hugging Face model config (no weights needed)."""
-    model_type = getattr(config, "model_type", None)
-    for spec in REGISTRY.values():
-        if spec.model_type == model_type:
-            return spec
-    raise ValueError(f"unsupported architecture {model_type!r}: supported are {sorted(REGISTRY)}")
-
-
-def maskable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Name → weight tensor for every maskable matrix, in the model's parameter order."""
-    spec = spec_for(model)
-    found = {name: p for name, p in model.named_parameters() if spec.match(name) is not None}
-    if not found:
-        raise ValueError(f"no maskable weights found in {type(model).__name__}")
-    return found
-
-
-def num_heads(config) -> int:
-    return int(getattr(config, "num_attention_heads", None) or config.n_head)
-
-
-def block_slices(spec: ArchSpec, name: str, shape: torch.Size, num_heads: int) -> list[BlockSlice]:
-    """Split one maskable matrix into labelled blocks (per head for attention).
-
-    GPT-NeoX stores QKV as [heads, (q, k, v), head_dim] along the output rows (interleaved per
-    head, not contiguous thirds: the reference code's labels were wrong there). GPT-2's Conv1D
-    stores weights as (in, out) with q | k | v in column thirds, and per-head output columns.
+    The split axis of the stored tensor is where ``matrix.split`` lands given the storage order:
+    output units are rows of an (out, in) weight and columns of an (in, out) one. Along it, the
+    parts follow each other (part-major) or alternate within every head (head-major, GPT-NeoX's
+    fused QKV: [heads, (q, k, v), head_dim], not contiguous thirds, where the reference code's
+    labels were wrong). A head's width is the axis length over the number of pieces, so a
+    head_dim other than hidden/heads (Gemma) needs no special case.
     """
     matched = spec.match(name)
     if matched is None:
         raise ValueError(f"{name!r} is not a maskable {spec.name} weight")
-    layer, kind = matched
-    rows, cols = shape
+    layer, matrix = matched
+    out_axis = 1 if spec.transposed else 0
+    axis = out_axis if matrix.split == "out" else 1 - out_axis
+    counts = [heads.count(part.heads) or 1 for part in matrix.parts]
+    if matrix.head_major:
+        if len(set(counts)) != 1:
+            raise ValueError(f"{name!r}: head-major parts need equal head counts, got {counts}")
+        order = [(part, h) for h in range(counts[0]) for part in matrix.parts]
+    else:
+        order = [(p, h) for p, n in zip(matrix.parts, counts, strict=True) for h in range(n)]
+    size = int(shape[axis])
+    if size % len(order):
+        raise ValueError(f"{name!r}: {size} entries along axis {axis} do not split into {order}")
+    width = size // len(order)
     every = slice(None)
-    if kind in MLP_BLOCKS:
-        return [BlockSlice(layer, kind, None, every, every)]
-    if spec.name == "gpt_neox":
-        head_dim = rows // (3 * num_heads) if kind == "qkv" else cols // num_heads
-        if kind == "attn_o":  # dense: (hidden, hidden), input columns grouped by head
-            return [
-                BlockSlice(layer, "attn_o", h, every, slice(h * head_dim, (h + 1) * head_dim))
-                for h in range(num_heads)
-            ]
-        return [
-            BlockSlice(layer, qkv, h, slice(start, start + head_dim), every)
-            for h in range(num_heads)
-            for i, qkv in enumerate(ATTENTION_BLOCKS[:3])
-            for start in [(3 * h + i) * head_dim]
-        ]
-    hidden = cols // 3 if kind == "qkv" else rows
-    head_dim = hidden // num_heads
-    if kind == "attn_o":  # c_proj: (in, out), input rows grouped by head
-        return [
-            BlockSlice(layer, "attn_o", h, slice(h * head_dim, (h + 1) * head_dim), every)
-            for h in range(num_heads)
-        ]
-    return [
-        BlockSlice(layer, qkv, h, every, slice(start, start + head_dim))
-        for i, qkv in enumerate(ATTENTION_BLOCKS[:3])
-        for h in range(num_heads)
-        for start in [i * hidden + h * head_dim]
-    ]
+    out = []
+    for i, (part, head) in enumerate(order):
+        piece = slice(i * width, (i + 1) * width)
+        rows, cols = (piece, every) if axis == 0 else (every, piece)
+        out.append(BlockSlice(layer, part.block, head if part.heads else None, rows, cols))
+    return out
 
 
 def iter_blocks(model: nn.Module) -> Iterator[tuple[str, BlockSlice]]:
     """(parameter name, block) for every labelled block of every maskable matrix of a model."""
     spec = spec_for(model)
-    heads = num_heads(model.config)
+    heads = Heads.of(model.config)
     for name, weight in maskable_parameters(model).items():
         for piece in block_slices(spec, name, weight.shape, heads):
             yield name, piece
@@ -169,7 +371,7 @@ def iter_blocks(model: nn.Module) -> Iterator[tuple[str, BlockSlice]]:
 
 @dataclass(frozen=True)
 class UnitBlock:
-    """One weight block (paper-spec §6) seen as a matrix whose rows are output units.
+    """One weight block (docs/method.md §6) seen as a matrix whose rows are output units.
 
     ``view(t)`` is ``t[rows][:, cols]`` with the listed slices concatenated in order, transposed
     when the weight is stored as (in, out) (GPT-2 Conv1D): a [units, inputs] matrix. Heads, where a
@@ -211,6 +413,8 @@ def _length(pieces: tuple[slice, ...], size: int) -> int:
 def _gather(tensor: torch.Tensor, pieces: tuple[slice, ...], dim: int) -> torch.Tensor:
     if len(pieces) == 1:  # a plain slice: a view, no copy
         return tensor[pieces[0]] if dim == 0 else tensor[:, pieces[0]]
+    import torch
+
     size = tensor.shape[dim]
     index = torch.cat([torch.arange(size)[piece] for piece in pieces])
     return tensor.index_select(dim, index)  # 8x faster than torch.cat on bool (measured)
@@ -228,56 +432,73 @@ def _merge(pieces: list[slice], size: int) -> tuple[slice, ...]:
     return tuple(slice(span.start, span.stop) for span in merged)
 
 
-def unit_blocks(spec: ArchSpec, name: str, shape: torch.Size, num_heads: int) -> list[UnitBlock]:
-    """The output-unit blocks (attn_q/k/v/o, mlp_in/out) of one maskable matrix.
+def unit_blocks(spec: ArchSpec, name: str, shape, heads: Heads) -> list[UnitBlock]:
+    """The output-unit blocks (attn_q/k/v/o, mlp_gate/in/out) of one maskable matrix.
 
-    Built from `block_slices`, so the per-head layout has one source: a block's per-head pieces
-    are joined in head order along the axis they split. GPT-2 Conv1D weights are stored (in, out),
-    so their view is transposed to put output units on the rows; GPT-NeoX's q rows are gathered
-    from every head's [q, k, v] group.
+    Built from `block_slices`, so the per-head layout has one source: a block's pieces are joined
+    in head order along the axis they split. Weights stored (in, out) get a transposed view, so
+    output units are on its rows; GPT-NeoX's q rows are gathered from every head's [q, k, v].
     """
     shape = (int(shape[0]), int(shape[1]))
-    transpose = spec.name == "gpt2"  # Conv1D: (in, out)
-    pieces = block_slices(spec, name, torch.Size(shape), num_heads)
+    pieces = block_slices(spec, name, shape, heads)
+    every = (slice(None),)
     out = []
     for block in dict.fromkeys(piece.block for piece in pieces):
         mine = sorted((p for p in pieces if p.block == block), key=lambda p: p.head or 0)
-        every = (slice(None),)
-        if block in MLP_BLOCKS:  # the whole matrix, no heads
-            rows, cols, axis, heads = every, every, None, None
-        elif all(p.rows == slice(None) for p in mine):  # heads split the stored columns
-            rows, cols, axis, heads = every, _merge([p.cols for p in mine], shape[1]), 1, len(mine)
-        else:  # heads split the stored rows
-            rows, cols, axis, heads = _merge([p.rows for p in mine], shape[0]), every, 0, len(mine)
-        if axis is not None and transpose:
+        along_cols = all(p.rows == slice(None) for p in mine)
+        rows = every if along_cols else _merge([p.rows for p in mine], shape[0])
+        cols = _merge([p.cols for p in mine], shape[1]) if along_cols else every
+        has_heads = mine[0].head is not None
+        axis = (1 if along_cols else 0) if has_heads else None
+        if axis is not None and spec.transposed:
             axis = 1 - axis
-        out.append(UnitBlock(name, mine[0].layer, block, shape, rows, cols, transpose, axis, heads))
+        count = len(mine) if has_heads else None
+        out.append(
+            UnitBlock(name, mine[0].layer, block, shape, rows, cols, spec.transposed, axis, count)
+        )
     return out
 
 
-def unit_blocks_for_shapes(
-    spec: ArchSpec, shapes: dict[str, torch.Size], num_heads: int
-) -> list[UnitBlock]:
+def unit_blocks_for_shapes(spec: ArchSpec, shapes: Mapping[str, Any], heads: Heads) -> list:
     """Output-unit blocks for every matrix of a mask (``Mask.shapes``); no model weights needed."""
     return [
-        block
-        for name, shape in shapes.items()
-        for block in unit_blocks(spec, name, shape, num_heads)
+        block for name, shape in shapes.items() for block in unit_blocks(spec, name, shape, heads)
     ]
 
 
 def model_unit_blocks(model: nn.Module) -> list[UnitBlock]:
     """Output-unit blocks for every maskable matrix of a Hugging Face model."""
     shapes = {name: weight.shape for name, weight in maskable_parameters(model).items()}
-    return unit_blocks_for_shapes(spec_for(model), shapes, num_heads(model.config))
+    return unit_blocks_for_shapes(spec_for(model), shapes, Heads.of(model.config))
 
 
-def checkpoint_unit_blocks(
-    model_dir: str | os.PathLike, shapes: dict[str, torch.Size]
-) -> list[UnitBlock]:
+def checkpoint_unit_blocks(model_dir: str | os.PathLike, shapes: Mapping[str, Any]) -> list:
     """Output-unit blocks of a mask's matrices for the model saved in ``model_dir``, from its
     config alone (the weights are not loaded)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
-    return unit_blocks_for_shapes(spec_for_config(config), shapes, num_heads(config))
+    return unit_blocks_for_shapes(spec_for_config(config, str(model_dir)), shapes, Heads.of(config))
+
+
+def residual_modules(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+    """(transformer blocks in order, final norm) of a Hugging Face causal LM."""
+    spec = spec_for(model)
+    return list(model.get_submodule(spec.layers_path)), model.get_submodule(spec.final_norm_path)
+
+
+def check_family(arch: str, model_type: str | None, source: str) -> ArchSpec:
+    """The configured family ``arch`` if it covers ``model_type``; otherwise an error naming the
+    model, its type and the supported families."""
+    found = family_of(model_type)
+    if found is None:
+        raise ValueError(
+            f"{source} has model_type {model_type!r}, which no supported family covers: "
+            f"supported are {supported()}"
+        )
+    if found.name != arch:
+        raise ValueError(
+            f"{source} has model_type {model_type!r} (family {found.name!r}), but the config "
+            f"says arch {arch!r}: set arch to {found.name!r} or leave it out"
+        )
+    return found

@@ -17,12 +17,19 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from .architectures import REGISTRY
+
 # λ labels with no training: keep every maskable weight (λ = −∞) or none (λ = +∞).
 SENTINELS = {"full": -math.inf, "empty": math.inf}
 # Label prefix of size-matched optimal subnetworks: `match-10` is the optimal subnetwork whose
 # size matches the bigram subnetwork `10` (its λ is found by bisection, not configured).
 MATCHED_PREFIX = "match-"
 TARGETS = ("bigram", "optimal")
+# The revision of a hub model configured without `revisions` (a package ships one).
+DEFAULT_REVISIONS = ("main",)
+
+
+TOKENIZER_SOURCES = ("vocab_size", "hub", "model")
 
 
 class ConfigError(ValueError):
@@ -68,8 +75,27 @@ def _model_errors(i: int, model: Mapping, config: Mapping) -> list[str]:
             f"{where}: give exactly one of `pretrain` (train it here) or `hub` (a hub id or "
             "local directory, with revisions)"
         )
+    arch = model.get("arch")
+    if arch is not None and arch not in REGISTRY:
+        errors.append(
+            f"{where}.arch: {arch!r} is not a supported architecture family "
+            f"(one of {', '.join(REGISTRY)})"
+        )
+    if "hub" in model:
+        hub = model["hub"]
+        if ("id" in hub) == ("package" in hub):
+            errors.append(
+                f"{where}.hub: give exactly one of `id` (a hub repository or local directory) "
+                "or `package` (an installed Python package that ships the weights)"
+            )
+        if "package" in hub and "gguf_file" not in hub:
+            errors.append(f"{where}.hub.gguf_file: a `package` source names the file it ships")
+        if "package" in hub and len(hub.get("revisions", ["main"])) != 1:
+            errors.append(f"{where}.hub.revisions: a `package` source has one revision")
     if "pretrain" not in model:
         return errors
+    if arch is None:
+        errors.append(f"{where}.arch: a model pretrained here needs its family (`arch`)")
     pre = model["pretrain"]
     points = pre["checkpoints"]
     if points != sorted(points) or points[-1] != pre["steps"]:
@@ -81,6 +107,17 @@ def _model_errors(i: int, model: Mapping, config: Mapping) -> list[str]:
         errors.append(
             f"{where}.pretrain.num_heads: {pre['num_heads']} does not divide "
             f"hidden_size {pre['hidden_size']}"
+        )
+    kv_heads = pre.get("num_kv_heads")
+    if kv_heads is not None and pre["num_heads"] % kv_heads:
+        errors.append(
+            f"{where}.pretrain.num_kv_heads: {kv_heads} does not divide num_heads "
+            f"{pre['num_heads']}"
+        )
+    if kv_heads is not None and arch in REGISTRY and not REGISTRY[arch].grouped_query:
+        errors.append(
+            f"{where}.pretrain.num_kv_heads: the {arch} layout has as many key/value heads as "
+            "query heads"
         )
     seq_len = config["corpus"]["seq_len"]
     if pre["max_positions"] < seq_len:
@@ -218,12 +255,16 @@ def _cross_errors(config: Mapping) -> list[str]:
         for dup in _duplicates(item[key] for item in config[section]):
             errors.append(f"{section}: duplicate {key} {dup!r}")
     errors += _label_errors(config)
+    hub_models = {m["name"] for m in config["models"] if "hub" in m}
     for i, tokenizer in enumerate(config["tokenizers"]):
-        if ("vocab_size" in tokenizer) == ("hub" in tokenizer):
+        where = f"tokenizers.{i} ({tokenizer['name']})"
+        if sum(key in tokenizer for key in TOKENIZER_SOURCES) != 1:
             errors.append(
-                f"tokenizers.{i} ({tokenizer['name']}): give exactly one of `vocab_size` (a BPE "
-                "trained here) or `hub` (a pretrained model's tokenizer)"
+                f"{where}: give exactly one of `vocab_size` (a BPE trained here), `hub` (a hub "
+                "repository's tokenizer) or `model` (a hub model's own tokenizer)"
             )
+        if "model" in tokenizer and tokenizer["model"] not in hub_models:
+            errors.append(f"{where}.model: {tokenizer['model']!r} is not a hub model in models")
     for i, model in enumerate(config["models"]):
         errors += _model_errors(i, model, config)
     models = {m["name"] for m in config["models"]}
@@ -301,6 +342,8 @@ class Grid:
         self.matched_labels = [
             MATCHED_PREFIX + label for label in config["optimal_masks"]["size_matched"]["bigram"]
         ]
+        # Families of hub models configured without `arch`, read from their checkpoints.
+        self.inferred_archs: dict[str, str] = {}
 
     def lambda_value(self, label: str) -> float:
         """λ of a configured or sentinel label (size-matched labels have no configured λ)."""
@@ -311,7 +354,7 @@ class Grid:
         hub revisions; the last is the final one."""
         entry = self.models[model]
         if "hub" in entry:
-            return list(entry["hub"]["revisions"])
+            return list(entry["hub"].get("revisions", DEFAULT_REVISIONS))
         return [f"step{step}" for step in entry["pretrain"]["checkpoints"]]
 
     def is_hub_model(self, model: str) -> bool:
@@ -326,10 +369,43 @@ class Grid:
         return [name for name in self.models if self.is_hub_model(name)]
 
     def hub_tokenizers(self) -> list[str]:
-        return [name for name, tok in self.tokenizers.items() if "hub" in tok]
+        """Tokenizers taken from elsewhere: a hub repository's, or a hub model's own."""
+        return [name for name, tok in self.tokenizers.items() if "vocab_size" not in tok]
 
     def trained_tokenizers(self) -> list[str]:
-        return [name for name, tok in self.tokenizers.items() if "hub" not in tok]
+        return [name for name, tok in self.tokenizers.items() if "vocab_size" in tok]
+
+    def tokenizer_source(self, tokenizer: str) -> dict[str, str]:
+        """Hub id (or local directory) and revision of a tokenizer taken from elsewhere: its
+        configured repository, or the final snapshot of the model it belongs to."""
+        entry = self.tokenizers[tokenizer]
+        if "model" in entry:
+            model = entry["model"]
+            revision = self.final_revision(model)
+            return {"id": self.model_directory(model, revision), "revision": revision}
+        return dict(entry["hub"])
+
+    def check_hub_families(self) -> None:
+        """Check every hub model's configured family against its checkpoint's `model_type`
+        (or infer it when `arch` is absent), from metadata alone, before any job runs
+        (`hub.check_families`); a problem is a `ConfigError` naming the model."""
+        from .hub import check_families
+
+        hub_models = {name: self.models[name] for name in self.hub_models()}
+        finals = {name: self.final_revision(name) for name in hub_models}
+        snapshots = {name: self.model_directory(name, finals[name]) for name in hub_models}
+        try:
+            self.inferred_archs = check_families(hub_models, finals, snapshots)
+        except ValueError as error:
+            raise ConfigError(f"invalid configuration:\n  models: {error}") from error
+
+    def arch(self, model: str) -> str:
+        """The model's family: configured, or inferred from its checkpoint
+        (`hub.check_families`, run when the DAG is built)."""
+        arch = self.models[model].get("arch") or self.inferred_archs.get(model)
+        if arch is None:
+            raise ConfigError(f"models: the family of {model!r} is not known yet")
+        return arch
 
     def model_directory(self, model: str, revision: str) -> str:
         """Where the loadable model of one revision lives (`save_pretrained` layout)."""

@@ -9,6 +9,7 @@ clipped to the largest finite value ("clip-inf"), and tokens with infinite bigra
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from .architectures import iter_blocks
 from .bigrams import BigramModel
 from .masking import Mask, apply_mask, forward_with, masked_parameters
 from .targets import BigramTarget, Target, truncate_logits
+
+log = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 
@@ -106,27 +109,41 @@ def run_model(
 
 
 def _clip_inf(values: np.ndarray) -> np.ndarray:
+    """±inf → the largest finite value (the "clip-inf" variant, §5). NaN stays NaN: it is a
+    numerically broken model, not an infinitely surprised one, and must not become a number."""
     finite = values[np.isfinite(values)]
     top = finite.max() if finite.size else 0.0
-    return np.where(np.isfinite(values), values, top)
+    return np.where(np.isinf(values), top, values)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2 or np.std(a) == 0 or np.std(b) == 0:
+    """Pearson r; NaN if either side has a NaN, fewer than two values, or no variance."""
+    if a.size < 2 or np.isnan(a).any() or np.isnan(b).any() or np.std(a) == 0 or np.std(b) == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 
 
 def bigram_correlations(model_bits: np.ndarray, bigram_bits: np.ndarray) -> dict[str, float]:
-    """Pearson r of subnetwork vs bigram surprisal, clip-inf and drop-inf variants."""
+    """Pearson r of subnetwork vs bigram surprisal, clip-inf and drop-inf variants (§5).
+
+    A NaN model surprisal makes both r NaN, with a warning: a plausible r computed around it (or,
+    for drop-inf, with it silently dropped) would hide a broken subnetwork.
+    """
     model_bits, bigram_bits = model_bits.ravel(), bigram_bits.ravel()
-    model_clipped = _clip_inf(model_bits)
     finite = np.isfinite(bigram_bits)
-    return {
-        "r_clip_inf": pearson(model_clipped, _clip_inf(bigram_bits)),
-        "r_drop_inf": pearson(model_clipped[finite], bigram_bits[finite]),
-        "fraction_inf_bigram": float(1.0 - finite.mean()),
-    }
+    r = {"r_clip_inf": float("nan"), "r_drop_inf": float("nan")}
+    n_nan = int(np.isnan(model_bits).sum())
+    if n_nan:
+        log.warning(
+            "%d of %d tokens have a NaN model surprisal: r_clip_inf and r_drop_inf are NaN",
+            n_nan,
+            model_bits.size,
+        )
+    else:
+        model_clipped = _clip_inf(model_bits)
+        r["r_clip_inf"] = pearson(model_clipped, _clip_inf(bigram_bits))
+        r["r_drop_inf"] = pearson(model_clipped[finite], bigram_bits[finite])
+    return {**r, "fraction_inf_bigram": float(1.0 - finite.mean())}
 
 
 def evaluate_mask(

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import Ridge
 from torch import nn
 
-from .architectures import spec_for
+from .architectures import residual_modules
 from .evaluation import ablation_masks, pearson
 from .masking import Mask, apply_mask
 from .targets import truncate_logits
@@ -38,12 +38,6 @@ LN2 = math.log(2.0)
 MAX_NAN_FRACTION = 0.01  # paper-spec §7: abort if more than 1% of the tokens have NaN activations
 RECALL_AT = (1, 5, 10)
 MAP_TARGETS = ("in", "out", "secondlast")
-
-
-def residual_modules(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
-    """(transformer blocks in order, final LayerNorm) of a Hugging Face causal LM."""
-    spec = spec_for(model)
-    return list(model.get_submodule(spec.blocks_path)), model.get_submodule(spec.final_norm_path)
 
 
 @contextmanager

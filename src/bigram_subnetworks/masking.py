@@ -10,6 +10,7 @@ No Hugging Face imports here: this module works on any `nn.Module`.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -120,10 +121,16 @@ class Mask:
 
 
 class ContinuousSparsification(nn.Module):
-    """Trainable scores s per weight; soft mask sigmoid(β·s), hard mask s > 0 (paper-spec §3).
+    """Trainable scores s per weight; soft mask sigmoid(β·s), hard mask s > 0 (paper §3).
 
     Scores start at 0 (soft mask 0.5). Weights that are exactly zero start at -1e6, i.e. off, as
     in the reference code. β is a buffer so it is saved with the scores.
+
+    A training step uses `masked_weights` and `backward_scores` rather than autograd through
+    `soft`: on a 135M-parameter model the elementwise work over the scores (one sigmoid, one
+    product with the weights, and the chain rule back to s) costs as much as the matrix products
+    unless it is done in a few passes over buffers that are reused from step to step (fresh
+    400 MB tensors are page faults). `soft` and `penalty` remain the differentiable definitions.
     """
 
     def __init__(self, weights: Mapping[str, torch.Tensor], init: float = 0.0) -> None:
@@ -135,6 +142,9 @@ class ContinuousSparsification(nn.Module):
         )
         self.register_buffer("beta", torch.tensor(1.0))
         self.numel = sum(w.numel() for w in weights.values())
+        # Work buffers of a step (not state): σ(βs) and W ⊙ σ(βs), one per score tensor.
+        self._soft: list[torch.Tensor] = []
+        self._masked: list[torch.Tensor] = []
 
     def soft(self) -> dict[str, torch.Tensor]:
         return {
@@ -146,6 +156,43 @@ class ContinuousSparsification(nn.Module):
         return sum(m.sum() for m in soft.values()) / self.numel
 
     @torch.no_grad()
+    def masked_weights(self, weights: Mapping[str, torch.Tensor]) -> tuple[dict, float]:
+        """(W ⊙ σ(βs) per name as leaf tensors that collect dL/d(W ⊙ m) in ``.grad``, the
+        penalty Σσ(βs)/|M|), written into the reused buffers. Backpropagate any number of
+        losses through a forward with these weights, then call `backward_scores`."""
+        if not self._soft:
+            self._soft = [torch.empty_like(s) for s in self.scores]
+            self._masked = [torch.empty_like(s).requires_grad_() for s in self.scores]
+        total = 0.0
+        beta = float(self.beta)
+        for s, m, masked, name in zip(
+            self.scores, self._soft, self._masked, self.names, strict=True
+        ):
+            torch.mul(s, beta, out=m).sigmoid_()
+            total += float(m.sum())
+            weight = weights[name]
+            torch.mul(weight, m.to(weight.dtype), out=masked)
+            masked.grad = None
+        return dict(zip(self.names, self._masked, strict=True)), total / self.numel
+
+    @torch.no_grad()
+    def backward_scores(self, weights: Mapping[str, torch.Tensor], lam: float) -> None:
+        """s.grad = β σ'(βs) (W ⊙ dL/d(W ⊙ m) + λ/|M|): the chain rule from the masked weights'
+        gradients (left by backward after `masked_weights`) and the penalty, in two passes."""
+        beta = float(self.beta)
+        for s, m, masked, name in zip(
+            self.scores, self._soft, self._masked, self.names, strict=True
+        ):
+            grad = masked.grad
+            if grad is None:  # the weight took no part in the loss
+                grad = torch.zeros_like(masked)
+            # β·(g ⊙ W) + β·λ/|M|, then times σ(1 − σ): both in place, in g's memory.
+            torch.addcmul(torch.tensor(beta * lam / self.numel), grad, weights[name],
+                          value=beta, out=grad)  # fmt: skip
+            s.grad = torch.ops.aten.sigmoid_backward.grad_input(grad, m, grad_input=grad)
+            masked.grad = None
+
+    @torch.no_grad()
     def hard(self) -> Mask:
         return Mask({n: (s > 0).cpu() for n, s in zip(self.names, self.scores, strict=True)})
 
@@ -155,12 +202,18 @@ class ContinuousSparsification(nn.Module):
 
     @torch.no_grad()
     def decision_counts(self, low: float = 0.1, high: float = 0.9) -> tuple[int, int]:
-        """(on, undecided): soft mask > high, and low ≤ soft ≤ high (early-stop rule, §3)."""
+        """(on, undecided): soft mask > high, and low ≤ soft ≤ high (early-stop rule, §3).
+
+        σ is monotonic, so σ(βs) > high ⟺ s > logit(high)/β: the scores are compared with two
+        thresholds instead of evaluating the sigmoid again.
+        """
+        beta = float(self.beta)
+        above, below = math.log(high / (1 - high)) / beta, math.log(low / (1 - low)) / beta
         on = undecided = 0
         for s in self.scores:
-            soft = torch.sigmoid(self.beta * s)
-            on += int((soft > high).sum())
-            undecided += int(((soft >= low) & (soft <= high)).sum())
+            n_on = int(torch.count_nonzero(s > above))
+            on += n_on
+            undecided += int(torch.count_nonzero(s >= below)) - n_on
         return on, undecided
 
 

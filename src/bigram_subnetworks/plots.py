@@ -12,13 +12,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from .architectures import BLOCKS
+from .architectures import BLOCKS, REGISTRY
 from .atomic import atomic_path
 
-ARCH_TITLES = {"gpt_neox": "GPT-NeoX (Pythia architecture)", "gpt2": "GPT-2"}
+ARCH_TITLES = {name: spec.title for name, spec in REGISTRY.items()}
+# Attention blues, MLP oranges (gate, in/up, out/down from light to dark).
 BLOCK_COLORS = dict(
-    zip(BLOCKS, ["#9ecae1", "#6baed6", "#3182bd", "#08519c", "#fd8d3c", "#d94701"], strict=True)
+    zip(
+        BLOCKS,
+        ["#9ecae1", "#6baed6", "#3182bd", "#08519c", "#fdd0a2", "#fd8d3c", "#d94701"],
+        strict=True,
+    )
 )
 
 
@@ -117,9 +123,11 @@ def kept_by_layer(layers: pd.DataFrame) -> Figure:
             ax.set_xticks(sorted(table["layer"].unique()))
             ax.set_xlabel("layer" if i == len(models) - 1 else "")
             ax.set_ylabel("kept weights" if j == 0 else "")
-    handles, names = axes[0][0].get_legend_handles_labels()
+    # One legend for every block of every family in the table (the gate only in gated MLPs).
+    present = [block for block in BLOCKS if block in set(table["block"])]
+    handles = [Patch(color=BLOCK_COLORS[block], label=block) for block in present]
     figure.tight_layout(rect=(0, 0.06, 1, 1))
-    figure.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     return figure
 
 

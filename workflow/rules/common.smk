@@ -8,6 +8,7 @@ from bigram_subnetworks.config import SENTINELS, TARGETS, Grid, validate_config
 
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 GRID = Grid(config)
+GRID.check_hub_families()
 # One Hugging Face home (hub and datasets caches) for every job of the run, local or on a cluster
 # (SLURM jobs inherit this environment); set before any job imports transformers.
 if config["huggingface"]["home"]:
@@ -62,11 +63,18 @@ def model_dir(wildcards):
 
 
 def hub_model(wildcards):
-    return GRID.models[wildcards.model]["hub"]["id"]
+    """The model's `hub` section (hub id, local directory or package; GGUF file)."""
+    return GRID.models[wildcards.model]["hub"]
 
 
 def hub_tokenizer(wildcards):
-    return GRID.tokenizers[wildcards.tokenizer]["hub"]
+    return GRID.tokenizer_source(wildcards.tokenizer)
+
+
+def tokenizer_model_snapshot(wildcards):
+    """The final snapshot of the model whose own tokenizer this is (none for a hub repo's)."""
+    model = GRID.tokenizers[wildcards.tokenizer].get("model")
+    return [] if model is None else GRID.model_directory(model, GRID.final_revision(model))
 
 
 def model_gpu(wildcards):
@@ -122,7 +130,7 @@ def model_bigrams(wildcards):
 
 
 def model_arch(wildcards):
-    return GRID.models[wildcards.model]["arch"]
+    return GRID.arch(wildcards.model)
 
 
 def pretrain_params(wildcards):
@@ -206,7 +214,7 @@ def wants_fidelity(wildcards):
 
 
 def model_archs():
-    return {name: model["arch"] for name, model in GRID.models.items()}
+    return {name: GRID.arch(name) for name in GRID.models}
 
 
 def model_revisions():

@@ -39,6 +39,8 @@ rule train_tokenizer:
 
 
 rule download_tokenizer:
+    input:
+        model=tokenizer_model_snapshot,
     output:
         tokenizer=directory("results/tokenizers/{tokenizer}"),
     log:

@@ -15,7 +15,8 @@ rule download_model:
     resources:
         mem_mb=2000,
     params:
-        source=hub_model,
+        hub=hub_model,
+        arch=model_arch,
     script:
         "../scripts/download_model.py"
 
