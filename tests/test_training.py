@@ -164,3 +164,37 @@ def test_size_matching_rejects_a_negative_goal_and_a_bad_bracket():
         match_size(lambda lam: None, -1, (1.0, 10.0), 0.1, 3)
     with pytest.raises(ValueError, match="0 < low < high"):
         match_size(lambda lam: None, 5, (10.0, 1.0), 0.1, 3)
+
+
+def test_training_reports_step_of_total_with_eta_and_calls_back(cyclic_tokens, target, caplog):
+    """A long job's log says where it is and when it will end; a caller's own logger gets every
+    step's history row."""
+    import logging
+
+    rows = []
+    cfg = dataclasses.replace(CONFIG, max_steps=12, log_every=5, beta_growth=1.0)
+    with caplog.at_level(logging.INFO, logger="bigram_subnetworks.training"):
+        result = train_mask(
+            make_tiny_model("gpt2"), target, cyclic_tokens, cfg, on_step=rows.append
+        )
+    lines = [r.getMessage() for r in caplog.records if " step " in r.getMessage()]
+    assert [line.split(" | ")[0] for line in lines] == [
+        "attempt 0 step 1/12", "attempt 0 step 5/12", "attempt 0 step 10/12",
+        "attempt 0 step 12/12",
+    ]  # fmt: skip
+    assert all("ms/step" in line for line in lines)
+    assert all("ETA" in line for line in lines[:-1]) and "done in" in lines[-1]
+    assert [row["step"] for row in rows] == list(range(1, 13))
+    assert set(rows[0]) == set(HISTORY_COLUMNS)
+    assert rows[-1]["xent"] == result.history["xent"].iloc[-1]
+
+
+def test_progress_eta_is_the_mean_rate_times_what_is_left():
+    from bigram_subnetworks.progress import Progress, duration
+
+    progress = Progress(10, "x", bar=False, start=4)
+    assert progress.eta() == 0.0
+    progress.started -= 3.0  # three seconds for the next three units
+    progress.advance(3)
+    assert progress.eta() == pytest.approx(3.0, rel=0.05)  # 3 units left at 1 s each
+    assert (duration(12), duration(252), duration(11160)) == ("12 s", "4.2 min", "3.1 h")

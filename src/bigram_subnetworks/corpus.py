@@ -322,6 +322,24 @@ def _token_stream(tokenizer: Any, documents: Sequence[str], dtype: np.dtype) -> 
     return np.concatenate(pieces) if pieces else np.empty(0, dtype=dtype)
 
 
+def sequences_from_texts(tokenizer: Any, texts: Sequence[str], seq_len: int) -> np.ndarray:
+    """Texts as one stream (each followed by the tokenizer's EOS) cut into ``[n, seq_len]``
+    sequences, the tail dropped: what the pipeline does to each split (docs/method.md §1).
+    Texts too short for one sequence are an error that says how many tokens they gave."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no eos_token: texts cannot be separated")
+    texts = [text for text in texts if text.strip()]
+    dtype = np.dtype(np.uint16 if len(tokenizer) <= 2**16 else np.uint32)
+    stream = _token_stream(tokenizer, texts, dtype)
+    n_rows = len(stream) // seq_len
+    if n_rows == 0:
+        raise ValueError(
+            f"{len(texts)} texts give {len(stream)} tokens, fewer than one sequence of {seq_len}: "
+            "give more text or a shorter seq_len"
+        )
+    return stream[: n_rows * seq_len].reshape(n_rows, seq_len)
+
+
 def tokenize_documents(
     tokenizer: Any,
     documents: Sequence[str],
@@ -371,6 +389,45 @@ def tokenize_documents(
             len(stream) - n_rows * seq_len,
         )
     return splits["train"], splits["eval"]
+
+
+def split_training(
+    train: np.ndarray,
+    mask_sequences: int | None,
+    lens_sequences: int,
+    bigram_sequences: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The training split's three uses, as the authors' files (paper §2, §7):
+
+    - ``bigrams``: the first ``bigram_sequences`` sequences (None: every one), what the bigram
+      table is counted on (their `fortrain` file, larger than the mask-training subset);
+    - ``lens_fit``: the last ``lens_sequences`` of those, the residual-stream maps' fit set
+      (their separate `tail1k` file), never shown to mask training;
+    - ``mask_train``: the first ``mask_sequences`` of the rest (None: all of it), what masks are
+      trained on (their `500k` subset).
+
+    The sequences are contiguous chunks of a document-shuffled stream, so prefixes are samples.
+    """
+    bigrams = train[:bigram_sequences]
+    available = len(bigrams) - lens_sequences
+    if available < 1:
+        raise ValueError(
+            f"{len(bigrams)} training sequences leave none for mask training after the "
+            f"{lens_sequences} held out for the residual-stream fit: lower "
+            "residual_stream.fit_sequences, or use a larger corpus"
+        )
+    if mask_sequences is not None and mask_sequences > available:
+        log.warning(
+            "corpus.train_sequences %d: only %d training sequences are not held out for the "
+            "residual-stream fit; mask training uses those",
+            mask_sequences,
+            available,
+        )
+    return {
+        "bigrams": bigrams,
+        "lens_fit": bigrams[available:],
+        "mask_train": bigrams[: min(available, mask_sequences or available)],
+    }
 
 
 def save_tokens(array: np.ndarray, path: str | os.PathLike) -> None:

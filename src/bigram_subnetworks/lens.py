@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from sklearn.linear_model import Ridge
 from torch import nn
 
+from .ablation import ablation_masks
 from .architectures import residual_modules
-from .evaluation import ablation_masks, pearson
+from .evaluation import pearson
 from .masking import Mask, apply_mask
+from .progress import Progress
 from .targets import truncate_logits
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,7 @@ def collect_activations(
     was_training = model.training
     model.eval()
     row = 0
+    progress = Progress(math.ceil(n_seq / batch_size), "activations", log)
     try:
         with residual_hooks(model) as states:
             for start in range(0, n_seq, batch_size):
@@ -167,7 +170,9 @@ def collect_activations(
                     finite[row : row + n] &= torch.isfinite(flat).all(-1).cpu().numpy()
                     layer[row : row + n] = flat.cpu().numpy()
                 row += n
+                progress.advance()
     finally:
+        progress.close()
         model.train(was_training)
 
     sequence, position = np.nonzero(keep)  # row-major, the order rows were filled in
@@ -421,7 +426,7 @@ def covariance_similarity(acts: Activations) -> pd.DataFrame:
 
 
 # Paper-spec §7 runs the full model, the bigram subnetwork and its complement; the covariance
-# figure adds a random subnetwork with the same count per matrix (evaluation.ablation_masks).
+# figure adds a random subnetwork with the same count per matrix (ablation.ablation_masks).
 LENS_CONDITIONS = ("full", "subnetwork", "full_minus_subnetwork", "random")
 
 

@@ -321,3 +321,50 @@ def overlap(blocks: pd.DataFrame) -> Figure:
         ax.legend(fontsize=7)
     figure.tight_layout()
     return figure
+
+
+CURVE_PANELS = {
+    "xent": "cross-entropy to the target (nats)",
+    "on_fraction": "kept fraction (soft mask > 0.9)",
+    "undecided_fraction": "undecided fraction (0.1 ≤ soft mask ≤ 0.9)",
+}
+ATTEMPT_STYLES = ("-", ":", "--")
+
+
+def training_curves(table: pd.DataFrame) -> Figure:
+    """Mask training per model at its final checkpoint (first seed): the cross-entropy to the
+    target, the kept and the undecided fractions against the step, one colour per λ, bigram
+    subnetworks solid and optimal ones thin; a retried attempt is dotted (then dashed) and starts
+    with a cross, so a spike the stability check rejected is visible."""
+    table = final_checkpoints(table)
+    table = table[table["seed"] == table["seed"].min()]
+    models = sorted(table["model"].unique())
+    figure, axes = plt.subplots(
+        max(len(models), 1),
+        len(CURVE_PANELS),
+        figsize=(4.2 * len(CURVE_PANELS), 3 * max(len(models), 1)),
+        squeeze=False,
+    )
+    for row_axes, model in zip(axes, models, strict=False):
+        of_model = table[table["model"] == model]
+        labels = sorted(of_model["lam"].unique(), key=lambda lam: of_model[of_model["lam"] == lam]
+                        ["lam_value"].iloc[0])  # fmt: skip
+        colors = {lam: f"C{i % 10}" for i, lam in enumerate(labels)}
+        for ax, (column, title) in zip(row_axes, CURVE_PANELS.items(), strict=True):
+            for (target, lam, attempt), rows in of_model.groupby(["target", "lam", "attempt"]):
+                ax.plot(
+                    rows["step"], rows[column], color=colors[lam],
+                    ls=ATTEMPT_STYLES[min(int(attempt), len(ATTEMPT_STYLES) - 1)],
+                    lw=1.6 if target == "bigram" else 0.8,
+                    label=f"{target} λ={lam}" if attempt == 0 else None,
+                )  # fmt: skip
+                if attempt > 0:
+                    ax.plot(rows["step"].iloc[0], rows[column].iloc[0], "x", color=colors[lam])
+            ax.set_xlabel("step")
+            ax.set_title(f"{model}: {title}", fontsize=9)
+            ax.grid(alpha=0.3)
+        row_axes[0].legend(fontsize=7)
+    if not models:
+        axes[0][0].text(0.5, 0.5, "no trained masks", ha="center")
+    figure.tight_layout()
+    return figure

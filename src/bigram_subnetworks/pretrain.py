@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from .architectures import REGISTRY
 from .atomic import atomic_path
 from .resume import Resume, rng_states, set_rng_states
 from .runtime import autocast, default_device, seeded_batches
+from .settings import ModelShape, PretrainConfig, configs_from_dict  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -34,72 +35,11 @@ HISTORY_COLUMNS = ("step", "train_loss", "eval_loss", "lr", "ms_per_step")
 MIN_LR_FRACTION = 0.1
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """The size of a model pretrained in the pipeline; config.yaml sets every field but
-    ``num_kv_heads`` (key/value heads of the Llama layout; None: as many as query heads)."""
-
-    arch: str  # a family of `architectures.REGISTRY`
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    max_positions: int
-    num_kv_heads: int | None = None
-
-
 def build_model(shape: ModelShape, vocab_size: int, seed: int) -> PreTrainedModel:
     """A freshly initialised model of the family's layout (`ArchSpec.build`); the same seed
     gives identical weights (checkpoint 0)."""
-    if shape.arch not in REGISTRY:
-        raise ValueError(f"unknown arch {shape.arch!r}; expected one of {sorted(REGISTRY)}")
     torch.manual_seed(seed)
     return REGISTRY[shape.arch].build(shape, vocab_size)
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Hyperparameters of one pretraining run; no defaults, config.yaml is the single source.
-
-    ``checkpoint_steps`` are the steps saved (0 = the initialisation), log-spaced as in Pythia;
-    the final step must be among them so every run ends with a saved model.
-    """
-
-    steps: int
-    batch_size: int
-    learning_rate: float
-    warmup_steps: int
-    weight_decay: float
-    eval_every: int
-    eval_sequences: int
-    checkpoint_steps: tuple[int, ...]
-    seed: int
-    log_every: int
-
-    def __post_init__(self) -> None:
-        for field in ("steps", "batch_size", "eval_every", "eval_sequences", "log_every"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for field in ("warmup_steps", "weight_decay", "seed"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"{field} must be ≥ 0, got {getattr(self, field)}")
-        if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps {self.warmup_steps} exceeds steps {self.steps}")
-        object.__setattr__(self, "checkpoint_steps", tuple(self.checkpoint_steps))
-        self._check_checkpoint_steps()
-
-    def _check_checkpoint_steps(self) -> None:
-        steps = list(self.checkpoint_steps)
-        if steps != sorted(set(steps)):
-            raise ValueError(f"checkpoint_steps must be sorted and unique, got {steps}")
-        if steps[0] < 0 or steps[-1] > self.steps:
-            raise ValueError(f"checkpoint_steps must lie in [0, steps={self.steps}], got {steps}")
-        if steps[-1] != self.steps:
-            raise ValueError(
-                f"checkpoint_steps must include the final step {self.steps}, got {steps}"
-            )
 
 
 def learning_rate(step: int, cfg: PretrainConfig) -> float:
@@ -286,20 +226,6 @@ def save_checkpoint_dir(
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-
-
-def configs_from_dict(arch: str, settings: dict) -> tuple[ModelShape, PretrainConfig]:
-    """Split a model's `pretrain` config section into its shape and its training config."""
-    settings = dict(settings)
-    shape_fields = (
-        "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
-        "num_kv_heads",
-    )  # fmt: skip
-    shape = ModelShape(
-        arch=arch, **{name: settings.pop(name) for name in shape_fields if name in settings}
-    )
-    checkpoints = tuple(settings.pop("checkpoints"))
-    return shape, PretrainConfig(checkpoint_steps=checkpoints, **settings)
 
 
 def pretrain_to_directory(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
+from torch import nn
+from torch.func import functional_call
 
 
 def default_device(device: torch.device | str | None = None) -> torch.device:
@@ -40,3 +42,44 @@ def seeded_batches(
             batch = tokens[np.sort(order[first : first + batch_size])]
             yield torch.from_numpy(np.asarray(batch, dtype=np.int64))
         epoch, skip = epoch + 1, 0
+
+
+class _FullPrecisionUnembedding(nn.Module):
+    """A causal LM whose unembedding runs in fp32 even under autocast: the transformer (its
+    `base_model`) gives the last hidden state, which is cast to fp32 and unembedded with autocast
+    off. Every family of the registry computes its logits exactly so (tested per class)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.base_model(input_ids=input_ids).last_hidden_state
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.model.get_output_embeddings()(hidden.float())
+
+
+def model_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    parameters: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The logits of a causal LM, with ``parameters`` substituted for the model's own of the same
+    names (`torch.func.functional_call`; the model is untouched).
+
+    Under autocast (bf16 on CUDA) the blocks run in bf16 but the unembedding in fp32: logits of
+    magnitude 64–128 (GPT-2's sit around −60 to −100) are spaced 0.5 apart in bf16, so the
+    rounding alone would move a cross-entropy by up to ~0.25 nats. Without autocast this is the
+    model's own forward.
+    """
+    parameters = dict(parameters or {})
+    if not torch.is_autocast_enabled(input_ids.device.type):
+        return functional_call(
+            model, parameters, args=(), kwargs={"input_ids": input_ids}, strict=False,
+            tie_weights=True,
+        ).logits  # fmt: skip
+    wrapped = {f"model.{name}": tensor for name, tensor in parameters.items()}
+    return functional_call(
+        _FullPrecisionUnembedding(model), wrapped, args=(input_ids,), strict=False,
+        tie_weights=True,
+    )  # fmt: skip

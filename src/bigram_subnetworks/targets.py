@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bigrams import BigramModel
-from .runtime import autocast
+from .runtime import autocast, model_logits
 
 
 def truncate_logits(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -29,6 +29,10 @@ def truncate_logits(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 class Target(Protocol):
     vocab_size: int
+
+    def to(self, device: torch.device | str) -> Target:
+        """The target with its tables on ``device`` (the training device)."""
+        ...
 
     def cross_entropy(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor: ...
 
@@ -42,6 +46,7 @@ class BigramTarget:
 
     def __init__(self, bigrams: BigramModel, device: torch.device | str = "cpu") -> None:
         probs = bigrams.probs
+        self.bigrams = bigrams
         self.vocab_size = bigrams.vocab_size
         self.row_ptr = torch.as_tensor(probs.indptr.astype(np.int64), device=device)
         self.columns = torch.as_tensor(probs.indices.astype(np.int64), device=device)
@@ -52,6 +57,17 @@ class BigramTarget:
         # allocations every step cost as much as the math (page faults). Reusing one while
         # autograd still holds it for backward raises, via the tensors' version counters.
         self._buffers: dict[str, torch.Tensor] = {}
+
+    def to(self, device: torch.device | str) -> BigramTarget:
+        """The sparse rows on ``device`` (a model moved to CUDA after the target was made, as a
+        model loaded on the CPU is, needs its target there too); work buffers start afresh."""
+        device = torch.device(device)
+        if self.values.device == device:
+            return self
+        for name in ("row_ptr", "columns", "values", "seen", "backoff"):
+            setattr(self, name, getattr(self, name).to(device))
+        self._buffers = {}
+        return self
 
     def _buffer(self, name: str, rows: int) -> torch.Tensor:
         """A [rows, V] float32 view of the reused buffer ``name``, grown when too small."""
@@ -149,13 +165,17 @@ class TeacherTarget:
         self.model = model
         self.vocab_size = vocab_size
 
+    def to(self, device: torch.device | str) -> TeacherTarget:
+        """The teacher is the trained model itself, which `train_mask` moves."""
+        return self
+
     def cross_entropy(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         log_q = F.log_softmax(truncate_logits(logits, self.vocab_size).float(), dim=-1)
         return self.cross_entropy_log_probs(log_q, input_ids)
 
     def cross_entropy_log_probs(self, log_q: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), autocast(input_ids.device):
-            teacher = self.model(input_ids=input_ids).logits
+            teacher = model_logits(self.model, input_ids)
             p = F.softmax(truncate_logits(teacher, self.vocab_size).float(), dim=-1)
         return -(p * log_q).sum(-1).mean()
 

@@ -23,9 +23,11 @@ from torch import nn
 
 from .architectures import maskable_parameters
 from .config import SENTINELS
-from .masking import ContinuousSparsification, Mask, forward_with
+from .masking import ContinuousSparsification, Mask
+from .progress import Progress, StepCallback
 from .resume import Resume, rng_states, set_rng_states
-from .runtime import autocast, default_device, seeded_batches
+from .runtime import autocast, default_device, model_logits, seeded_batches
+from .settings import MaskTrainingConfig
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -41,43 +43,6 @@ HISTORY_COLUMNS = (
     "beta",
     "ms_per_step",
 )
-_LOSS = HISTORY_COLUMNS.index("loss")
-
-
-@dataclass(frozen=True)
-class MaskTrainingConfig:
-    """Hyperparameters of one mask-training run; no defaults, config.yaml is the single source."""
-
-    lam: float
-    learning_rate: float
-    weight_decay: float
-    beta_growth: float
-    max_steps: int
-    batch_size: int
-    grad_accum: int
-    early_stop_fraction: float
-    attempts: int
-    spike_window: int
-    spike_absolute: float
-    spike_relative: float
-    spike_recovery_steps: int
-    log_every: int
-    seed: int
-
-    def __post_init__(self) -> None:
-        if self.batch_size % self.grad_accum:
-            raise ValueError(
-                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
-            )
-        for field in ("max_steps", "batch_size", "grad_accum", "attempts", "log_every"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
-        if self.beta_growth < 1:
-            raise ValueError(f"beta_growth must be ≥ 1, got {self.beta_growth}")
-
-    @property
-    def micro_batch(self) -> int:
-        return self.batch_size // self.grad_accum
 
 
 @dataclass(frozen=True)
@@ -139,7 +104,7 @@ def _step(model, cs, target, optimizer, batch, cfg, device) -> tuple[float, floa
     xent = 0.0
     for micro in batch.to(device).split(cfg.micro_batch):
         with autocast(device):
-            logits = forward_with(model, masked, input_ids=micro).logits
+            logits = model_logits(model, micro, masked)
         loss = target.cross_entropy(logits, micro) / cfg.grad_accum
         loss.backward()
         xent += float(loss.detach())
@@ -157,6 +122,12 @@ def score_optimizer(cs: ContinuousSparsification, cfg: MaskTrainingConfig) -> to
     )
 
 
+def _history_row(attempt, step, xent, penalty, cfg, on, undecided, numel, beta, ms) -> tuple:
+    """One row of `HISTORY_COLUMNS`."""
+    loss = xent + cfg.lam * penalty
+    return (attempt, step, xent, penalty, loss, on / numel, undecided / numel, beta, ms)
+
+
 def train_attempt(
     model,
     target: Target,
@@ -166,10 +137,12 @@ def train_attempt(
     device: torch.device,
     start: dict[str, Any] | None = None,
     snapshot: Callable[[dict[str, Any]], None] | None = None,
+    on_step: StepCallback | None = None,
 ) -> tuple[Mask, list[tuple]]:
     """One attempt from fresh scores (s = 0) with its own data order, or continued from
     ``start`` (an attempt's state as given to ``snapshot``, which is called every step and
-    decides itself whether to save). Returns the hard mask and one history row per step."""
+    decides itself whether to save). ``on_step`` receives every step's history row as a dict.
+    Returns the hard mask and one history row per step."""
     cs = ContinuousSparsification(maskable_parameters(model)).to(device)
     optimizer = score_optimizer(cs, cfg)
     done, rows = 0, []
@@ -179,57 +152,45 @@ def train_attempt(
         done, rows = start["step"], list(start["rows"])
         log.info("attempt %d: resumed after step %d", attempt, done)
     batches = seeded_batches(tokens, cfg.batch_size, seed=cfg.seed * 1000 + attempt, start=done)
-    for step in range(done + 1, cfg.max_steps + 1):
-        started = time.perf_counter()
-        xent, penalty = _step(model, cs, target, optimizer, next(batches), cfg, device)
-        # As the authors: decisions are counted at the β of this step, then β grows (paper §3).
-        on, undecided = cs.decision_counts()
-        beta = float(cs.beta)
-        cs.anneal(cfg.beta_growth)
-        ms = 1000 * (time.perf_counter() - started)
-        rows.append(
-            (
-                attempt,
-                step,
-                xent,
-                penalty,
-                xent + cfg.lam * penalty,
-                on / cs.numel,
-                undecided / cs.numel,
-                beta,
-                ms,
+    progress = Progress(
+        cfg.max_steps, f"attempt {attempt}", log, unit="step", every=cfg.log_every, start=done
+    )
+    with progress:
+        for step in range(done + 1, cfg.max_steps + 1):
+            started = time.perf_counter()
+            xent, penalty = _step(model, cs, target, optimizer, next(batches), cfg, device)
+            # As the authors: decisions are counted at the β of this step, then β grows (§4).
+            on, undecided = cs.decision_counts()
+            beta = float(cs.beta)
+            cs.anneal(cfg.beta_growth)
+            ms = 1000 * (time.perf_counter() - started)
+            rows.append(
+                _history_row(attempt, step, xent, penalty, cfg, on, undecided, cs.numel, beta, ms)
             )
-        )
-        if step % cfg.log_every == 0 or step == 1:
-            log.info(
-                "attempt %d step %d | xent %.4f | penalty %.4f | on %.4f | undecided %.4f | "
-                "beta %.3g | %.0f ms/step",
-                attempt,
-                step,
-                xent,
-                penalty,
-                on / cs.numel,
-                undecided / cs.numel,
-                beta,
-                ms,
-            )
-        if not math.isfinite(xent):
-            log.warning("attempt %d: non-finite loss at step %d, stopping it", attempt, step)
-            break
-        # paper §3: stop when undecided < 1% of kept; also stop once nothing is undecided
-        # (an all-off mask would otherwise run to max_steps, since 0 < 0.01·0 never holds).
-        if undecided < cfg.early_stop_fraction * on or undecided == 0:
-            log.info("attempt %d: early stop at step %d (%d undecided)", attempt, step, undecided)
-            break
-        if snapshot is not None and step < cfg.max_steps:
-            snapshot(
-                {
-                    "step": step,
-                    "scores": cs.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rows": rows,
-                }
-            )
+            if on_step is not None:
+                on_step(dict(zip(HISTORY_COLUMNS, rows[-1], strict=True)))
+            progress.advance(
+                xent=xent, penalty=penalty, on=on / cs.numel, undecided=undecided / cs.numel,
+                beta=beta,
+            )  # fmt: skip
+            if not math.isfinite(xent):
+                log.warning("attempt %d: non-finite loss at step %d, stopping it", attempt, step)
+                break
+            # Stop when undecided < 1% of kept; also once nothing is undecided (an all-off mask
+            # would otherwise run to max_steps, since 0 < 0.01·0 never holds). docs/method.md §4
+            if undecided < cfg.early_stop_fraction * on or undecided == 0:
+                log.info("attempt %d: early stop at step %d (%d undecided)", attempt, step,
+                         undecided)  # fmt: skip
+                break
+            if snapshot is not None and step < cfg.max_steps:
+                snapshot(
+                    {
+                        "step": step,
+                        "scores": cs.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rows": rows,
+                    }
+                )
     return cs.hard(), rows
 
 
@@ -241,17 +202,56 @@ def fit_mask(
     label: str,
     device: torch.device | str | None = None,
     resume: Resume | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     """A trained mask, or for the sentinel labels ('full', 'empty') the fixed one, untrained."""
     if label in SENTINELS:
         empty = pd.DataFrame(columns=list(HISTORY_COLUMNS))
         return TrainResult(sentinel_mask(model, label), empty, 0, 0, True, f"sentinel {label}")
-    return train_mask(model, target, tokens, cfg, device, resume)
+    return train_mask(model, target, tokens, cfg, device, resume, on_step)
 
 
 def resume_for(directory, every: int, cfg: MaskTrainingConfig) -> Resume:
     """Snapshots of a mask training with these settings."""
     return Resume(directory, every, {"mask_training": asdict(cfg)})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One finished attempt of `train_mask`: its hard mask, history rows, and the stability
+    check's verdict."""
+
+    number: int
+    mask: Mask
+    rows: list[tuple]
+    stable: bool
+    reason: str
+
+    @property
+    def final_loss(self) -> float:
+        return self.rows[-1][HISTORY_COLUMNS.index("loss")]
+
+    def state(self) -> dict[str, Any]:
+        """What a resume snapshot keeps of it (tensors, lists and strings only)."""
+        return {"attempt": self.number, "mask": dict(self.mask.tensors), "rows": self.rows,
+                "stable": self.stable, "reason": self.reason}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Attempt:
+        return cls(state["attempt"], Mask(state["mask"]), state["rows"], state["stable"],
+                   state["reason"])  # fmt: skip
+
+
+def _chosen(tried: Sequence[Attempt], attempts: int) -> Attempt:
+    """The first stable attempt; if none is, the finite one with the lowest final loss (the
+    authors keep all of them: docs/method.md §13)."""
+    stable = [t for t in tried if t.stable]
+    if stable:
+        return stable[0]
+    finite = [t for t in tried if math.isfinite(t.final_loss)]
+    if not finite:
+        raise FloatingPointError(f"all {attempts} attempts produced non-finite losses")
+    return min(finite, key=lambda t: t.final_loss)
 
 
 def train_mask(
@@ -261,65 +261,57 @@ def train_mask(
     cfg: MaskTrainingConfig,
     device: torch.device | str | None = None,
     resume: Resume | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     """Train a mask with up to ``cfg.attempts`` tries; keep the first stable one.
 
     If every attempt is unstable (the reference then keeps all of them), the one with the lowest
-    final loss is returned and marked unstable. The model is frozen (``requires_grad=False``) and
-    put in eval mode (no dropout), and stays so: only the scores are trained. With ``resume``,
-    the state is saved every ``resume.every`` steps and a run continues from the last snapshot;
-    the snapshots are removed once the mask is trained.
+    final loss is returned and marked unstable. The model is moved to ``device`` (default: CUDA
+    when available), frozen (``requires_grad=False``) and put in eval mode (no dropout), and stays
+    so: only the scores are trained; a target whose tables live elsewhere follows it. With
+    ``resume``, the state is saved every ``resume.every`` steps and a run continues from the last
+    snapshot; the snapshots are removed once the mask is trained. ``on_step`` receives every
+    step's history row as a dict.
     """
     device = default_device(device)
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    target = target.to(device)
     saved = resume.load() if resume is not None else None
-    tried: list[tuple] = []
+    tried: list[Attempt] = []
     if saved is not None:
         set_rng_states(saved["rng"])
-        tried = [
-            (Mask(t["mask"]), t["rows"], t["attempt"], t["stable"], t["reason"])
-            for t in saved["tried"]
-        ]
+        tried = [Attempt.from_state(state) for state in saved["tried"]]
 
     def snapshot(attempt: int, state: dict[str, Any]) -> None:
         if resume is None or not resume.due(state["step"]):
             return
-        finished = [
-            {"mask": dict(m.tensors), "rows": r, "attempt": a, "stable": st, "reason": why}
-            for m, r, a, st, why in tried
-        ]
+        finished = [t.state() for t in tried]
         resume.save({"attempt": attempt, "current": state, "tried": finished, "rng": rng_states()})
 
     for attempt in range(len(tried), cfg.attempts):
         start = saved["current"] if saved is not None and saved["attempt"] == attempt else None
         mask, rows = train_attempt(
             model, target, tokens, cfg, attempt, device, start,
-            snapshot=lambda state, attempt=attempt: snapshot(attempt, state),
+            snapshot=lambda state, attempt=attempt: snapshot(attempt, state), on_step=on_step,
         )  # fmt: skip
-        history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        xents = np.array([row[HISTORY_COLUMNS.index("xent")] for row in rows])
         stable, reason = is_stable(
-            history["xent"].to_numpy(),
-            cfg.spike_window,
-            cfg.spike_absolute,
-            cfg.spike_relative,
+            xents, cfg.spike_window, cfg.spike_absolute, cfg.spike_relative,
             cfg.spike_recovery_steps,
-        )
-        log.info("attempt %d: %s after %d steps", attempt, reason, len(history))
-        tried.append((mask, rows, attempt, stable, reason))
+        )  # fmt: skip
+        log.info("attempt %d: %s after %d steps", attempt, reason, len(rows))
+        tried.append(Attempt(attempt, mask, rows, stable, reason))
         if stable:
             break
     if resume is not None:
         resume.clear()
-    stable_runs = [t for t in tried if t[3]]
-    finite = [t for t in tried if math.isfinite(t[1][-1][_LOSS])]
-    if not stable_runs and not finite:
-        raise FloatingPointError(f"all {cfg.attempts} attempts produced non-finite losses")
-    chosen = stable_runs[0] if stable_runs else min(finite, key=lambda t: t[1][-1][_LOSS])
-    history = pd.DataFrame([r for t in tried for r in t[1]], columns=list(HISTORY_COLUMNS))
-    mask, chosen_rows, attempt, stable, reason = chosen
-    return TrainResult(mask, history, attempt, len(chosen_rows), stable, reason)
+    chosen = _chosen(tried, cfg.attempts)
+    history = pd.DataFrame([r for t in tried for r in t.rows], columns=list(HISTORY_COLUMNS))
+    return TrainResult(
+        chosen.mask, history, chosen.number, len(chosen.rows), chosen.stable, chosen.reason
+    )
 
 
 SEARCH_COLUMNS = ("iteration", "source", "lam", "n_kept", "deviation", "stable", "steps")

@@ -19,7 +19,7 @@ rule overlap:
         "../../envs/pipeline.yaml"
     threads: 2
     resources:
-        mem_mb=model_resource("mem_mb", 8000),
+        mem_mb=model_resource("mem_mb", 8000, growth=MEMORY_GROWTH),
         runtime=model_resource("runtime", 60),
     params:
         model_dir=model_dir,
@@ -71,7 +71,7 @@ rule ablation:
         "results/benchmarks/ablation/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.tsv"
     conda:
         "../../envs/pipeline.yaml"
-    threads: 1
+    threads: model_threads
     resources:
         mem_mb=model_resource("mem_mb", 4000),
         runtime=model_resource("runtime", 60),
@@ -117,7 +117,7 @@ rule lens:
     input:
         mask=mask_file("bigram", "lam"),
         checkpoints=model_checkpoints,
-        train=model_tokens("train"),
+        fit=model_tokens("lens_fit"),
         eval=model_tokens("eval"),
         bigrams=model_bigrams,
     output:
@@ -129,9 +129,9 @@ rule lens:
         "results/benchmarks/lens/{model}/{revision}/lam-{lam}/seed-{seed}.tsv"
     conda:
         "../../envs/pipeline.yaml"
-    threads: 1
+    threads: model_threads
     resources:
-        mem_mb=model_resource("mem_mb", 16000),
+        mem_mb=model_resource("mem_mb", 16000, growth=MEMORY_GROWTH),
         runtime=model_resource("runtime", 240),
         gpu=model_gpu,
     params:
@@ -199,6 +199,8 @@ rule download_released_mask:
         pickle=f"{RELEASED_DIR}/subnetwork.pickle",
     log:
         "logs/download_released_mask/{model}/lam-{lam}.log",
+    # The network may flake: retried everywhere (a rule's own retries win over --retries).
+    retries: 3
     conda:
         "../../envs/pipeline.yaml"
     threads: 1

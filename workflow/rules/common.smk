@@ -81,12 +81,41 @@ def model_gpu(wildcards):
     return GRID.resources(wildcards.model, "gpu", 0)
 
 
-def model_resource(name, default, times=1):
-    """A per-model resource (config `models[].resources`), else the rule's default; `times` for
-    rules that do that much work several times over."""
+def model_threads(wildcards):
+    """Intra-op threads of a model's compute jobs: 1 by default (the small models of the default
+    run gain nothing from more, and run side by side), more for a large model on the CPU."""
+    return GRID.resources(wildcards.model, "threads", 1)
 
-    def resource(wildcards):
-        return GRID.resources(wildcards.model, name, default) * times
+
+# Retries (`retries` in profiles/slurm; `attempt` is 1 on a job's first try, and always locally)
+# get more of what the failed try may have run out of. Runtime: the first try's once more per
+# retry (×attempt; runtimes are estimates, and training jobs resume from their snapshots, so the
+# extra time goes on from there). Memory of memory-bound rules (growth=MEMORY_GROWTH): half the
+# first try's more per retry; memory otherwise stays (it is set by the model, and a larger
+# request only queues the retry longer).
+RETRY_GROWTH = {"runtime": 1}
+MEMORY_GROWTH = 0.5
+
+
+def per_attempt(value, attempt, growth):
+    """``value`` on a job's first attempt, ``growth`` × ``value`` more with each retry."""
+    return round(value * (1 + growth * (attempt - 1)))
+
+
+def retried_runtime(minutes):
+    """A rule's own runtime, grown on retries like `model_resource`'s."""
+    return lambda wildcards, attempt: per_attempt(minutes, attempt, RETRY_GROWTH["runtime"])
+
+
+def model_resource(name, default, times=1, growth=None):
+    """A per-model resource (config `models[].resources`), else the rule's default; `times` for
+    rules that do that much work several times over. Grown on retries by ``growth`` (default:
+    RETRY_GROWTH, i.e. runtime ×attempt, the rest not)."""
+    growth = RETRY_GROWTH.get(name, 0) if growth is None else growth
+
+    def resource(wildcards, attempt):
+        value = GRID.resources(wildcards.model, name, default) * times
+        return per_attempt(value, attempt, growth)
 
     return resource
 

@@ -47,6 +47,8 @@ rule download_tokenizer:
         "logs/download_tokenizer/{tokenizer}.log",
     wildcard_constraints:
         tokenizer=one_of(GRID.hub_tokenizers()),
+    # The network may flake: retried everywhere (a rule's own retries win over --retries).
+    retries: 3
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
@@ -63,7 +65,9 @@ rule tokenize:
         documents=rules.corpus.output.documents,
         tokenizer=rules.train_tokenizer.output.tokenizer,
     output:
-        train="results/tokens/{tokenizer}/train.npy",
+        bigrams="results/tokens/{tokenizer}/train.npy",
+        mask_train="results/tokens/{tokenizer}/mask_train.npy",
+        lens_fit="results/tokens/{tokenizer}/lens_fit.npy",
         eval="results/tokens/{tokenizer}/eval.npy",
         meta="results/tokens/{tokenizer}/meta.json",
     log:
@@ -78,6 +82,8 @@ rule tokenize:
         eval_fraction=config["corpus"]["eval_fraction"],
         split_seed=config["corpus"]["split_seed"],
         train_sequences=config["corpus"]["train_sequences"],
+        bigram_sequences=config["corpus"]["bigram_sequences"],
+        lens_sequences=config["residual_stream"]["fit_sequences"],
         eval_sequences=config["corpus"]["eval_sequences"],
     script:
         "../scripts/tokenize.py"
@@ -85,7 +91,8 @@ rule tokenize:
 
 rule count_bigrams:
     input:
-        tokens=rules.tokenize.output.train,
+        tokens=rules.tokenize.output.bigrams,
+        meta=rules.tokenize.output.meta,
         tokenizer=rules.train_tokenizer.output.tokenizer,
     output:
         counts="results/bigrams/{tokenizer}/counts.npz",

@@ -5,7 +5,7 @@
 rule train_mask:
     input:
         checkpoints=model_checkpoints,
-        tokens=model_tokens("train"),
+        tokens=model_tokens("mask_train"),
         bigrams=model_bigrams,
     output:
         mask=f"{MASK_DIR}/mask.safetensors",
@@ -20,7 +20,7 @@ rule train_mask:
     priority: critical_path_priority
     conda:
         "../../envs/pipeline.yaml"
-    threads: 1
+    threads: model_threads
     resources:
         mem_mb=model_resource("mem_mb", 4000),
         runtime=model_resource("runtime", 120),
@@ -40,7 +40,7 @@ rule match_mask_size:
         bigram_meta=mask_file("bigram", "bigram", "meta.json"),
         optimal_metas=configured_optimal_metas,
         checkpoints=model_checkpoints,
-        tokens=model_tokens("train"),
+        tokens=model_tokens("mask_train"),
         bigrams=model_bigrams,
     output:
         mask="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/mask.safetensors",
@@ -54,7 +54,7 @@ rule match_mask_size:
     priority: 1
     conda:
         "../../envs/pipeline.yaml"
-    threads: 1
+    threads: model_threads
     resources:
         mem_mb=model_resource("mem_mb", 4000),
         # One training per bisection step.
@@ -84,7 +84,7 @@ rule evaluate_mask:
         "results/benchmarks/evaluate_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.tsv"
     conda:
         "../../envs/pipeline.yaml"
-    threads: 1
+    threads: model_threads
     resources:
         mem_mb=model_resource("mem_mb", 4000),
         runtime=model_resource("runtime", 60),

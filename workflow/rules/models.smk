@@ -9,6 +9,8 @@ rule download_model:
         "logs/download_model/{model}/{revision}.log",
     wildcard_constraints:
         model=one_of(GRID.hub_models()),
+    # The network may flake: retried everywhere (a rule's own retries win over --retries).
+    retries: 3
     conda:
         "../../envs/pipeline.yaml"
     threads: 1
@@ -46,7 +48,7 @@ rule pretrain:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=retried_runtime(120),
     params:
         arch=model_arch,
         pretrain=pretrain_params,

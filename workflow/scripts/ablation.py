@@ -2,7 +2,7 @@
 
 import torch
 
-from bigram_subnetworks import corpus, evaluation, io, logs, tokenizer
+from bigram_subnetworks import ablation, corpus, io, logs, tokenizer
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.masking import Mask
 
@@ -21,8 +21,8 @@ io.check_vocab_fits(vocab_size, model, source=snakemake.input.bigrams)
 mask = Mask.load(snakemake.input.mask)
 mask.check_matches(model, source=snakemake.input.mask)
 seed = snakemake.params.control_seed
-table = evaluation.ablation(model, mask, tokens, vocab_size, batch_size, seed)
-texts = evaluation.generations(
+table = ablation.ablation(model, mask, tokens, vocab_size, batch_size, seed)
+texts = ablation.generations(
     model, tokenizer.load_tokenizer(checkpoint), mask, seed, **settings["generation"]
 )
 identity = {**w, "seed": int(w.seed)}

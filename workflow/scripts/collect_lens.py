@@ -5,16 +5,16 @@ from functools import partial
 
 import pandas as pd
 
-from bigram_subnetworks import evaluation, io, logs
+from bigram_subnetworks import io, logs, tables
 
 logs.setup(snakemake.log[0])
 archs, revisions = snakemake.params.archs, snakemake.params.revisions
 read = partial(pd.read_csv, sep="\t", dtype={"lam": str})
-lens = evaluation.tidy(pd.concat(map(read, snakemake.input.lens)), archs, revisions=revisions)
+lens = tables.tidy(pd.concat(map(read, snakemake.input.lens)), archs, revisions=revisions)
 keys = ["model", "arch", "revision", "checkpoint", "step", "lam", "condition", "layer"]
 values = [c for c in lens.select_dtypes("number").columns if c not in [*keys, "seed"]]
-summary = evaluation.summarize_seeds(lens, keys, values)
-covariance = evaluation.tidy(
+summary = tables.summarize_seeds(lens, keys, values)
+covariance = tables.tidy(
     pd.concat(map(read, snakemake.input.covariance)), archs, revisions=revisions
 )
 io.write_table(lens, snakemake.output.lens)

@@ -3,12 +3,12 @@
 
 import pandas as pd
 
-from bigram_subnetworks import evaluation, io, logs
+from bigram_subnetworks import io, logs, tables
 
 logs.setup(snakemake.log[0])
 metrics = [io.read_json(path) for path in snakemake.input.metrics]
 layers = [pd.read_csv(path, sep="\t", dtype={"lam": str}) for path in snakemake.input.layers]
 params = snakemake.params
-tables = evaluation.collect_tables(metrics, layers, params.archs, params.revisions)
-for table, path in zip(tables, snakemake.output, strict=True):
+outputs = tables.collect_tables(metrics, layers, params.archs, params.revisions)
+for table, path in zip(outputs, snakemake.output, strict=True):
     io.write_table(table, path)

@@ -3,20 +3,20 @@ seeds, and the per-layer, per-block breakdown."""
 
 import pandas as pd
 
-from bigram_subnetworks import evaluation, io, logs
+from bigram_subnetworks import io, logs, tables
 
 logs.setup(snakemake.log[0])
 archs, revisions = snakemake.params.archs, snakemake.params.revisions
 overlap = pd.DataFrame(map(io.read_json, snakemake.input.summaries)).astype(
     {"bigram": str, "optimal": str}
 )
-overlap = evaluation.tidy(overlap, archs, revisions=revisions)
+overlap = tables.tidy(overlap, archs, revisions=revisions)
 keys = ["model", "arch", "revision", "checkpoint", "step", "bigram", "optimal", "null_model"]
 values = [c for c in overlap.select_dtypes("number").columns if c not in [*keys, "seed"]]
-summary = evaluation.summarize_seeds(overlap, keys, values)
+summary = tables.summarize_seeds(overlap, keys, values)
 labels = {"bigram": str, "optimal": str}
 blocks = [pd.read_csv(path, sep="\t", dtype=labels) for path in snakemake.input.blocks]
-blocks = evaluation.tidy(pd.concat(blocks, ignore_index=True), archs, revisions=revisions)
+blocks = tables.tidy(pd.concat(blocks, ignore_index=True), archs, revisions=revisions)
 io.write_table(overlap, snakemake.output.overlap)
 io.write_table(summary, snakemake.output.summary)
 io.write_table(blocks, snakemake.output.blocks)

@@ -12,7 +12,7 @@ torch.set_num_threads(snakemake.threads)
 w = snakemake.wildcards
 settings = snakemake.params.settings
 vocab_size = BigramModel(BigramCounts.load(snakemake.input.bigrams)).vocab_size
-fit = corpus.load_tokens(snakemake.input.train, vocab_size)[: settings["fit_sequences"]]
+fit = corpus.load_tokens(snakemake.input.fit, vocab_size)  # held out from mask training
 held_out = corpus.load_tokens(snakemake.input.eval, vocab_size)[: settings["eval_sequences"]]
 model = io.load_model(snakemake.params.model_dir)
 io.check_vocab_fits(vocab_size, model, source=snakemake.input.bigrams)

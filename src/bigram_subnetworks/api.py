@@ -1,0 +1,215 @@
+"""The library in one call: find, evaluate, save and load the bigram subnetwork of a model.
+
+    from bigram_subnetworks import find_bigram_subnetwork, evaluate_subnetwork
+    found = find_bigram_subnetwork(model, tokenizer, texts, lam=10)
+    metrics = evaluate_subnetwork(model, found.mask, tokenizer, eval_texts, found.bigrams)
+
+`model` is any supported Hugging Face causal LM (`architectures.REGISTRY`), `texts` a list of
+strings (or `tokens`, an int array [sequences, seq_len]). The training settings default to the
+paper's (`training.MaskTrainingConfig`); any of them can be given as keyword arguments. The
+model is moved to the training device (CUDA when available) and its target follows it. The
+workflow runs the same functions, stage by stage, with cached artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .architectures import maskable_parameters, spec_for
+from .bigrams import BigramCounts, BigramModel
+from .corpus import sequences_from_texts
+from .io import read_json, write_json, write_table
+from .masking import Mask
+from .progress import StepCallback
+from .runtime import default_device
+from .targets import BigramTarget, TeacherTarget
+from .training import MaskTrainingConfig, train_mask
+
+MASK_FILE, HISTORY_FILE, META_FILE, BIGRAMS_FILE = (
+    "mask.safetensors", "history.tsv", "meta.json", "bigrams.npz"
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Subnetwork:
+    """A trained subnetwork: the binary mask, every step of training (`training.HISTORY_COLUMNS`),
+    the settings, which attempt was kept and whether it passed the stability check, and the
+    bigram statistics it was trained towards (None for an optimal subnetwork)."""
+
+    mask: Mask
+    history: pd.DataFrame
+    config: MaskTrainingConfig
+    target: str
+    attempt: int
+    steps: int
+    stable: bool
+    reason: str
+    bigrams: BigramModel | None = None
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """mask.safetensors, history.tsv, meta.json (and bigrams.npz) in ``directory``."""
+        directory = Path(directory)
+        meta = {
+            "target": self.target, "config": dataclasses.asdict(self.config),
+            "attempt": self.attempt, "steps": self.steps, "stable": self.stable,
+            "reason": self.reason, "n_kept": self.mask.n_kept, "n_total": self.mask.n_total,
+        }  # fmt: skip
+        self.mask.save(directory / MASK_FILE, meta=meta)
+        write_table(self.history, directory / HISTORY_FILE)
+        if self.bigrams is not None:
+            self.bigrams.counts.save(directory / BIGRAMS_FILE)
+        write_json(meta, directory / META_FILE)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Subnetwork:
+        directory = Path(directory)
+        meta = read_json(directory / META_FILE)
+        bigrams = None
+        if (directory / BIGRAMS_FILE).is_file():
+            bigrams = BigramModel(BigramCounts.load(directory / BIGRAMS_FILE))
+        return cls(
+            mask=Mask.load(directory / MASK_FILE),
+            history=pd.read_csv(directory / HISTORY_FILE, sep="\t"),
+            config=MaskTrainingConfig(**meta["config"]), target=meta["target"],
+            attempt=meta["attempt"], steps=meta["steps"], stable=meta["stable"],
+            reason=meta["reason"], bigrams=bigrams,
+        )  # fmt: skip
+
+
+def _sequences(tokenizer, texts, tokens, seq_len: int) -> np.ndarray:
+    if (texts is None) == (tokens is None):
+        raise ValueError("give either texts (with a tokenizer) or tokens, not both")
+    if tokens is not None:
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer) or not tokens.size:
+            raise ValueError(f"tokens must be a non-empty int array [sequences, seq_len], got "
+                             f"{tokens.dtype} {tokens.shape}")  # fmt: skip
+        return tokens
+    if tokenizer is None:
+        raise ValueError("texts need the model's tokenizer")
+    if isinstance(texts, str):
+        texts = [texts]
+    return sequences_from_texts(tokenizer, texts, seq_len)
+
+
+def _vocab_size(model: nn.Module, tokenizer, vocab_size: int | None) -> int:
+    """The tokenizer's vocabulary (logits beyond it are padding, as Pythia's), checked against
+    the model's embedding."""
+    embedding = model.get_input_embeddings().num_embeddings
+    size = vocab_size or (len(tokenizer) if tokenizer is not None else embedding)
+    if size > embedding:
+        raise ValueError(
+            f"a vocabulary of {size} tokens does not fit {type(model).__name__}'s embedding of "
+            f"{embedding} rows: tokenizer and model do not match"
+        )
+    return size
+
+
+def _prepare(model: nn.Module, device) -> Any:
+    spec_for(model)  # an unsupported model is named with the supported families, before any work
+    device = default_device(device)
+    model.to(device).eval()
+    return device
+
+
+def _train(model, target, target_name, tokens, lam, device, on_step, settings) -> Subnetwork:
+    config = MaskTrainingConfig(lam=lam, **settings)
+    if len(tokens) < config.batch_size:
+        raise ValueError(
+            f"{len(tokens)} training sequences are fewer than one batch ({config.batch_size}): "
+            "give more text, a shorter seq_len or a smaller batch_size"
+        )
+    result = train_mask(model, target, tokens, config, device, on_step=on_step)
+    bigrams = target.bigrams if isinstance(target, BigramTarget) else None
+    return Subnetwork(result.mask, result.history, config, target_name, result.attempt,
+                      result.steps, result.stable, result.reason, bigrams)  # fmt: skip
+
+
+def find_bigram_subnetwork(
+    model: nn.Module,
+    tokenizer=None,
+    texts: Sequence[str] | None = None,
+    *,
+    lam: float = 10.0,
+    tokens: np.ndarray | None = None,
+    seq_len: int = 128,
+    bigrams: BigramModel | None = None,
+    vocab_size: int | None = None,
+    device=None,
+    on_step: StepCallback | None = None,
+    **settings: Any,
+) -> Subnetwork:
+    """The bigram subnetwork of ``model``: the mask trained so that the masked model predicts
+    P(next | current token), counted on the same text unless ``bigrams`` are given
+    (docs/method.md §2–§5). ``settings`` override the paper's training values (e.g.
+    ``max_steps=2000``, ``learning_rate=0.1, beta_growth=1.04`` for a CPU budget); ``on_step``
+    receives every step's history row."""
+    device = _prepare(model, device)
+    tokens = _sequences(tokenizer, texts, tokens, seq_len)
+    size = _vocab_size(model, tokenizer, vocab_size)
+    if bigrams is None:
+        bigrams = BigramModel(BigramCounts.count(tokens, size))
+    elif bigrams.vocab_size != size:
+        raise ValueError(
+            f"bigram table of {bigrams.vocab_size} tokens for a {size}-token vocabulary"
+        )
+    target = BigramTarget(bigrams, device=device)
+    return _train(model, target, "bigram", tokens, lam, device, on_step, settings)
+
+
+def find_optimal_subnetwork(
+    model: nn.Module,
+    tokenizer=None,
+    texts: Sequence[str] | None = None,
+    *,
+    lam: float = 10.0,
+    tokens: np.ndarray | None = None,
+    seq_len: int = 128,
+    vocab_size: int | None = None,
+    device=None,
+    on_step: StepCallback | None = None,
+    **settings: Any,
+) -> Subnetwork:
+    """The optimal-pruning subnetwork of ``model`` (the paper's baseline): the same training
+    towards the full model's own next-token distribution (docs/method.md §5)."""
+    device = _prepare(model, device)
+    tokens = _sequences(tokenizer, texts, tokens, seq_len)
+    target = TeacherTarget(model, _vocab_size(model, tokenizer, vocab_size))
+    return _train(model, target, "optimal", tokens, lam, device, on_step, settings)
+
+
+def evaluate_subnetwork(
+    model: nn.Module,
+    mask: Mask,
+    tokenizer=None,
+    texts: Sequence[str] | None = None,
+    bigrams: BigramModel | None = None,
+    *,
+    tokens: np.ndarray | None = None,
+    seq_len: int = 128,
+    batch_size: int = 32,
+    fidelity: bool = False,
+    device=None,
+) -> dict[str, float]:
+    """`evaluation.evaluate_mask` on held-out text: bigram r (drop-inf, clip-inf), cross-entropy
+    against the bigram distribution, size; with ``fidelity``, agreement with the full model.
+    ``bigrams`` are the statistics the mask was trained towards (`Subnetwork.bigrams`)."""
+    from .evaluation import evaluate_mask
+
+    if bigrams is None:
+        raise ValueError("evaluation needs the bigram statistics the mask was trained towards")
+    _prepare(model, device)
+    mask.check_matches(model)
+    if set(mask.tensors) != set(maskable_parameters(model)):
+        raise ValueError("the mask does not cover every maskable weight of this model")
+    tokens = _sequences(tokenizer, texts, tokens, seq_len)
+    return evaluate_mask(model, mask, tokens, bigrams, batch_size, fidelity=fidelity)

@@ -1,0 +1,67 @@
+"""The library code a workflow script runs, as one hash: rules pass it as a parameter, so an edit
+to a library function reruns exactly the jobs whose scripts import it (Snakemake reruns a job
+whose parameters changed; it does not look inside installed packages by itself).
+
+The modules are found by reading the script's and the library's imports (`ast`), never by
+importing them: the Snakefile computes these hashes on every invocation, cheaply.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import cache
+from pathlib import Path
+
+PACKAGE = "bigram_subnetworks"
+SOURCE = Path(__file__).resolve().parent
+
+
+def _imported(tree: ast.AST, module: str | None) -> set[str]:
+    """The package's modules an AST imports (``module``: the importing module's own name, for
+    relative imports; None for a script outside the package)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith(f"{PACKAGE}.")}
+        elif isinstance(node, ast.ImportFrom):
+            absolute = node.module or ""
+            if node.level:  # from . import x / from .x import y, inside the package
+                absolute = f"{PACKAGE}.{node.module}" if node.module else PACKAGE
+            if absolute == PACKAGE:
+                found |= {a.name for a in node.names if (SOURCE / f"{a.name}.py").is_file()}
+            elif absolute.startswith(f"{PACKAGE}."):
+                found.add(absolute.split(".")[1])
+    return found - {module}
+
+
+@cache
+def _dependencies(module: str) -> frozenset[str]:
+    """``module`` and every package module it imports, transitively."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((SOURCE / f"{name}.py").read_text(encoding="utf-8"))
+        todo += sorted(_imported(tree, name))
+    return frozenset(seen)
+
+
+def library_modules(script: str | Path) -> list[str]:
+    """The package modules a script runs: those it imports and theirs, sorted; the package's
+    ``__init__`` always (it holds the version)."""
+    tree = ast.parse(Path(script).read_text(encoding="utf-8"))
+    modules = {"__init__"}
+    for name in _imported(tree, None):
+        modules |= _dependencies(name)
+    return sorted(modules)
+
+
+def code_hash(script: str | Path) -> str:
+    """sha256 (16 hex digits) of the sources of `library_modules(script)`."""
+    digest = hashlib.sha256()
+    for name in library_modules(script):
+        digest.update(name.encode() + b"\0" + (SOURCE / f"{name}.py").read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

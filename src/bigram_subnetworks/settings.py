@@ -1,0 +1,144 @@
+"""The library's typed settings: frozen dataclasses that check their own meaning.
+
+The workflow's config validation builds these to check the config (so each rule is written
+once, here), the library's functions take them, and `find_bigram_subnetwork` uses the paper's
+defaults of `MaskTrainingConfig`. Nothing here imports torch or transformers: validating a config
+when the DAG is built stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .architectures import REGISTRY
+
+
+@dataclass(frozen=True)
+class MaskTrainingConfig:
+    """Hyperparameters of one mask-training run. The defaults are the paper's (the authors'
+    `train_circuits.py`; docs/method.md §4), the one place they are written: the library's
+    `find_bigram_subnetwork` uses them, and configs/paper.yaml is checked against them."""
+
+    lam: float
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01  # PyTorch's AdamW default, which the authors keep
+    beta_growth: float = 1.001  # β ← β · growth after every step
+    max_steps: int = 15_000
+    batch_size: int = 32  # sequences per optimizer step
+    grad_accum: int = 1  # micro-batches per step (2 for Pythia-1B)
+    early_stop_fraction: float = 0.01  # stop when undecided weights < this × kept ones
+    attempts: int = 3
+    spike_window: int = 10
+    spike_absolute: float = 0.25
+    spike_relative: float = 1.25
+    spike_recovery_steps: int = 100
+    log_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
+        for field in ("max_steps", "batch_size", "grad_accum", "attempts", "log_every"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
+        if self.beta_growth < 1:
+            raise ValueError(f"beta_growth must be ≥ 1, got {self.beta_growth}")
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.grad_accum
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The size of a model pretrained in the pipeline; config.yaml sets every field but
+    ``num_kv_heads`` (key/value heads of the Llama layout; None: as many as query heads)."""
+
+    arch: str  # a family of `architectures.REGISTRY`
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_positions: int
+    num_kv_heads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.arch not in REGISTRY:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {sorted(REGISTRY)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} does not divide hidden_size {self.hidden_size}"
+            )
+        if self.num_kv_heads is not None:
+            if not REGISTRY[self.arch].grouped_query:
+                raise ValueError(
+                    f"num_kv_heads: the {self.arch} layout has as many key/value heads as query "
+                    "heads"
+                )
+            if self.num_heads % self.num_kv_heads:
+                raise ValueError(
+                    f"num_kv_heads {self.num_kv_heads} does not divide num_heads {self.num_heads}"
+                )
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Hyperparameters of one pretraining run (no defaults: there is no paper value for them).
+
+    ``checkpoint_steps`` are the steps saved (0 = the initialisation), log-spaced as in Pythia;
+    the final step must be among them so every run ends with a saved model.
+    """
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    warmup_steps: int
+    weight_decay: float
+    eval_every: int
+    eval_sequences: int
+    checkpoint_steps: tuple[int, ...]
+    seed: int
+    log_every: int
+
+    def __post_init__(self) -> None:
+        for field in ("steps", "batch_size", "eval_every", "eval_sequences", "log_every"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for field in ("warmup_steps", "weight_decay", "seed"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be ≥ 0, got {getattr(self, field)}")
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} exceeds steps {self.steps}")
+        object.__setattr__(self, "checkpoint_steps", tuple(self.checkpoint_steps))
+        self._check_checkpoint_steps()
+
+    def _check_checkpoint_steps(self) -> None:
+        steps = list(self.checkpoint_steps)
+        if steps != sorted(set(steps)):
+            raise ValueError(f"checkpoint_steps must be sorted and unique, got {steps}")
+        if steps[0] < 0 or steps[-1] > self.steps:
+            raise ValueError(f"checkpoint_steps must lie in [0, steps={self.steps}], got {steps}")
+        if steps[-1] != self.steps:
+            raise ValueError(
+                f"checkpoint_steps must include the final step {self.steps}, got {steps}"
+            )
+
+
+def configs_from_dict(arch: str, settings: Mapping[str, Any]) -> tuple[ModelShape, PretrainConfig]:
+    """Split a model's `pretrain` config section into its shape and its training config."""
+    settings = dict(settings)
+    shape_fields = (
+        "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
+        "num_kv_heads",
+    )  # fmt: skip
+    shape = ModelShape(
+        arch=arch, **{name: settings.pop(name) for name in shape_fields if name in settings}
+    )
+    checkpoints = tuple(settings.pop("checkpoints"))
+    return shape, PretrainConfig(checkpoint_steps=checkpoints, **settings)

@@ -1,0 +1,130 @@
+"""The public API: one call finds a subnetwork of a Hugging Face model from texts, evaluates,
+saves and loads it; bad input is named."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import bigram_subnetworks
+from bigram_subnetworks import (
+    MaskTrainingConfig,
+    Subnetwork,
+    apply_mask,
+    evaluate_subnetwork,
+    find_bigram_subnetwork,
+    find_optimal_subnetwork,
+)
+from bigram_subnetworks.architectures import maskable_parameters
+from bigram_subnetworks.corpus import python_docs_documents
+from bigram_subnetworks.tokenizer import train_bpe
+
+from conftest import make_tiny_model
+
+FAST = {"learning_rate": 0.1, "beta_growth": 1.05, "max_steps": 30, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def texts_and_tokenizer():
+    documents = python_docs_documents()[:200]
+    return documents, train_bpe(documents, vocab_size=300)
+
+
+def test_the_package_exports_the_api_lazily():
+    assert bigram_subnetworks.find_bigram_subnetwork is find_bigram_subnetwork
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        bigram_subnetworks.nothing  # noqa: B018
+
+
+def test_paper_defaults_are_the_defaults():
+    """One place for the paper's values: the config defaults (configs/paper.yaml is checked
+    against them in test_config)."""
+    cfg = MaskTrainingConfig(lam=10)
+    assert (cfg.learning_rate, cfg.beta_growth, cfg.max_steps, cfg.batch_size) == (
+        5e-5, 1.001, 15_000, 32,
+    )  # fmt: skip
+    assert (cfg.weight_decay, cfg.attempts, cfg.spike_recovery_steps) == (0.01, 3, 100)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_one_call_finds_evaluates_saves_and_loads_a_subnetwork(arch, texts_and_tokenizer, tmp_path):
+    texts, tokenizer = texts_and_tokenizer
+    model = make_tiny_model(arch, vocab_size=len(tokenizer))
+    rows = []
+    found = find_bigram_subnetwork(
+        model, tokenizer, texts[:150], lam=1, seq_len=32, on_step=rows.append, **FAST
+    )
+    assert isinstance(found, Subnetwork) and found.target == "bigram"
+    assert set(found.mask.tensors) == set(maskable_parameters(model))
+    assert 0 < found.mask.density < 1 and len(found.history) == len(rows) == found.steps
+    assert found.bigrams.vocab_size == len(tokenizer)
+    metrics = evaluate_subnetwork(model, found.mask, tokenizer, texts[150:], found.bigrams,
+                                  seq_len=32)  # fmt: skip
+    assert -1 <= metrics["r_drop_inf"] <= 1 and metrics["n_kept"] == found.mask.n_kept
+    found.save(tmp_path / "sub")
+    loaded = Subnetwork.load(tmp_path / "sub")
+    assert loaded.mask.equals(found.mask) and loaded.config == found.config
+    assert loaded.history["xent"].tolist() == pytest.approx(found.history["xent"].tolist())
+    assert loaded.bigrams.counts.pairs.nnz == found.bigrams.counts.pairs.nnz
+    ids = torch.arange(20).unsqueeze(0)
+    with apply_mask(model, loaded.mask), torch.no_grad():
+        masked = model(input_ids=ids).logits
+    with torch.no_grad():
+        assert not torch.equal(masked, model(input_ids=ids).logits)
+
+
+def test_optimal_subnetwork_from_token_arrays(texts_and_tokenizer):
+    _, tokenizer = texts_and_tokenizer
+    model = make_tiny_model("gpt2", vocab_size=len(tokenizer))
+    tokens = np.random.default_rng(0).integers(0, len(tokenizer), size=(64, 16))
+    found = find_optimal_subnetwork(model, tokens=tokens, lam=0.5, **FAST)
+    assert found.target == "optimal" and found.bigrams is None and found.steps > 0
+
+
+def test_settings_override_the_paper_defaults(texts_and_tokenizer):
+    texts, tokenizer = texts_and_tokenizer
+    found = find_bigram_subnetwork(
+        make_tiny_model("gpt2", vocab_size=len(tokenizer)), tokenizer, texts[:100], seq_len=32,
+        **{**FAST, "max_steps": 3, "attempts": 1},
+    )  # fmt: skip
+    assert found.config == dataclasses.replace(
+        MaskTrainingConfig(lam=10.0), **{**FAST, "max_steps": 3, "attempts": 1}
+    )
+
+
+def test_bad_input_is_named(texts_and_tokenizer):
+    texts, tokenizer = texts_and_tokenizer
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    phi = Phi3ForCausalLM(Phi3Config(vocab_size=32, hidden_size=16, intermediate_size=32,
+                                     num_hidden_layers=1, num_attention_heads=2,
+                                     num_key_value_heads=2, pad_token_id=None))  # fmt: skip
+    with pytest.raises(ValueError, match=r"unsupported architecture 'phi3'.*supported"):
+        find_bigram_subnetwork(phi, tokenizer, texts)
+    model = make_tiny_model("gpt2", vocab_size=len(tokenizer))
+    with pytest.raises(ValueError, match="fewer than one sequence of 128"):
+        find_bigram_subnetwork(model, tokenizer, ["a few words"])
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        find_bigram_subnetwork(model, tokenizer, [texts[0][:150]], seq_len=32, **FAST)
+    with pytest.raises(ValueError, match="does not fit"):
+        find_bigram_subnetwork(make_tiny_model("gpt2", vocab_size=64), tokenizer, texts)
+    found = find_bigram_subnetwork(model, tokenizer, texts[:100], seq_len=32,
+                                   **{**FAST, "max_steps": 2})  # fmt: skip
+    other = make_tiny_model("gpt_neox", vocab_size=len(tokenizer))
+    with pytest.raises(ValueError, match="is not in the model"):
+        evaluate_subnetwork(other, found.mask, tokenizer, texts, found.bigrams, seq_len=32)
+
+
+def test_a_bigram_target_follows_the_model_to_its_device(texts_and_tokenizer):
+    """A target built on the CPU for a model trained elsewhere moves with it (checked with the
+    meta device, which needs no GPU)."""
+    from bigram_subnetworks.bigrams import BigramCounts, BigramModel
+    from bigram_subnetworks.targets import BigramTarget
+
+    tokens = np.random.default_rng(0).integers(0, 50, size=(16, 8))
+    target = BigramTarget(BigramModel(BigramCounts.count(tokens, 50)))
+    moved = target.to("meta")
+    assert moved.values.device.type == "meta" and moved.row_ptr.device.type == "meta"
