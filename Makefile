@@ -46,7 +46,7 @@ test: $(STAMP)
 
 # The unit tests (no Snakemake run, no SLURM): a couple of minutes between edits.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not workflow and not slurm" -q
+	$(BIN)/python -m pytest -m "not workflow" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -37,7 +37,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/masks.smk"
-include: "workflow/rules/analysis.smk"
+include: "workflow/rules/overlap.smk"
+include: "workflow/rules/ablation.smk"
+include: "workflow/rules/residual_stream.smk"
+include: "workflow/rules/released.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -85,6 +85,7 @@ def measure(vocab: int) -> dict[str, float]:
     def ours_step() -> None:
         _step(base, cs, target, ours_opt, ids, cfg, CPU)
         cs.decision_counts()
+        cs.anneal(cfg.beta_growth)
 
     times = interleaved(
         {

@@ -118,6 +118,7 @@ def main() -> None:
     def ours() -> None:
         _step(base, cs, target, ours_opt, ids, cfg, CPU)
         cs.decision_counts()
+        cs.anneal(cfg.beta_growth)
 
     variants["ours"] = ours
     if not QUICK or os.environ.get("BENCH_REFERENCE") == "1":

@@ -1,4 +1,4 @@
-"""Bigram counts, MLE probabilities and backoff on a hand-checked corpus (paper-spec §2)."""
+"""Bigram counts, MLE probabilities and backoff on a hand-checked corpus (docs/method.md §2)."""
 
 import itertools
 

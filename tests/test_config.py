@@ -1,15 +1,32 @@
 """The schema and the cross-checks reject bad configs by name; the grid is what the config says."""
 
 import copy
+import json
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
 
-from bigram_subnetworks.config import ConfigError, Grid, MaskJob, load_config, validate_config
+from bigram_subnetworks.config import (
+    ConfigError,
+    load_config,
+    merge,
+    override_schema,
+    validate_config,
+)
+from bigram_subnetworks.grid import Grid, MaskJob
+from bigram_subnetworks.settings import MaskTrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+OVERRIDE_SCHEMA = ROOT / "workflow/schemas/config.override.schema.yaml"
+BASE = ROOT / "config.yaml"
+# Merged over config.yaml by Snakemake (`--configfile`): each states only what differs from it.
+ALTERNATIVES = [".test/config.yaml", "configs/paper.yaml", "configs/smollm2.yaml"]
+GRIDS = ROOT / "tests/data/shipped_grids.json"
+JOB_LISTS = ("mask_jobs", "overlap_jobs", "ablation_jobs", "lens_jobs")
 
 
 @pytest.fixture
@@ -17,9 +34,133 @@ def config():
     return yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("path", ["config.yaml", ".test/config.yaml", "configs/paper.yaml"])
-def test_shipped_configs_validate(path):
-    load_config(ROOT / path, SCHEMA)
+def test_the_default_config_validates():
+    load_config(BASE, SCHEMA)
+
+
+@pytest.mark.parametrize("path", ALTERNATIVES)
+def test_alternative_configs_validate_merged_over_the_default(path):
+    load_config(ROOT / path, SCHEMA, base=BASE)
+    # What an editor checks (the file's first line): the file alone, against the override schema.
+    Draft202012Validator(yaml.safe_load(OVERRIDE_SCHEMA.read_text())).validate(_raw(path))
+
+
+@pytest.mark.parametrize(
+    ("path", "schema"),
+    [("config.yaml", SCHEMA), *((path, OVERRIDE_SCHEMA) for path in ALTERNATIVES)],
+)
+def test_editors_find_the_schema_on_the_first_line(path, schema):
+    first = (ROOT / path).read_text().splitlines()[0]
+    prefix = "# yaml-language-server: $schema="
+    assert first.startswith(prefix)
+    assert ((ROOT / path).parent / first.removeprefix(prefix)).resolve() == schema
+
+
+def test_the_override_schema_is_the_schema_without_required():
+    """The committed override schema is generated from the main one: after editing
+    config.schema.yaml, regenerate it with the command in its header."""
+    committed = yaml.safe_load(OVERRIDE_SCHEMA.read_text())
+    assert committed == override_schema(yaml.safe_load(SCHEMA.read_text()))
+
+
+def test_override_schema_drops_required_outside_list_items_and_nothing_else():
+    schema = {
+        "required": ["a"],
+        "properties": {
+            "required": {"type": "object", "required": ["x"], "properties": {"x": {}}},
+            "a": {"type": "array", "items": {"required": ["y"], "enum": [{"required": 1}]}},
+        },
+        "$defs": {"d": {"required": ["z"], "anyOf": [{"required": ["w"]}]}},
+    }
+    before = copy.deepcopy(schema)
+    assert override_schema(schema) == {
+        "properties": {
+            "required": {"type": "object", "properties": {"x": {}}},
+            "a": {"type": "array", "items": {"required": ["y"], "enum": [{"required": 1}]}},
+        },
+        "$defs": {"d": {"required": ["z"], "anyOf": [{"required": ["w"]}]}},
+    }
+    assert schema == before
+
+
+def _properties(node, path=""):
+    """(path, schema) of every property the schema declares, under properties, items, $defs."""
+    if not isinstance(node, dict):
+        return
+    for name, sub in node.get("properties", {}).items():
+        yield f"{path}.{name}", sub
+        yield from _properties(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _properties(node["items"], f"{path}[]")
+    for name, sub in node.get("$defs", {}).items():
+        yield from _properties(sub, f"$defs.{name}")
+    for key in ("anyOf", "oneOf", "allOf"):
+        for i, sub in enumerate(node.get(key, [])):
+            yield from _properties(sub, f"{path}/{key}.{i}")
+
+
+def test_every_property_of_the_schema_has_a_description():
+    found = list(_properties(yaml.safe_load(SCHEMA.read_text())))
+    assert len(found) > 100  # the walk reaches the nested sections
+    assert [path for path, sub in found if not str(sub.get("description", "")).strip()] == []
+
+
+@pytest.mark.parametrize(
+    ("base", "override"),
+    [
+        # mappings key by key, lists replaced whole, new keys added
+        ({"a": {"b": 1, "c": [1, 2]}, "d": 3}, {"a": {"c": [9]}, "e": {"f": None}}),
+        ({"a": [1, {"x": 1}], "b": [2]}, {"a": [{"y": 2}]}),  # never item by item
+        ({"a": {"b": {"c": 1, "d": 2}}, "e": "s"}, {"a": {"b": {"d": 3, "e": 4}}, "e": 5}),
+        ({"a": 1, "b": None}, {"a": {"x": 1}, "b": {"y": {"z": 2}}}),  # a mapping over a scalar
+        ({"a": 1, "b": {"x": 1}}, {"a": {}, "b": {}}),  # an empty mapping changes nothing
+        ({"a": {"x": 1}, "b": {"y": 1}}, {"a": None, "b": [1]}),  # a scalar or list over a mapping
+    ],
+)
+def test_merge_is_snakemakes_merge(base, override):
+    update_config = pytest.importorskip("snakemake.utils").update_config
+    expected = copy.deepcopy(base)
+    update_config(expected, copy.deepcopy(override))
+    arguments = copy.deepcopy((base, override))
+    assert merge(base, override) == expected
+    assert (base, override) == arguments  # neither is modified
+
+
+@pytest.mark.parametrize("path", ALTERNATIVES)
+def test_merge_of_the_shipped_configs_is_snakemakes(path):
+    update_config = pytest.importorskip("snakemake.utils").update_config
+    expected = _raw("config.yaml")
+    update_config(expected, _raw(path))
+    assert merge(_raw("config.yaml"), _raw(path)) == expected
+
+
+def _job_rows(grid: Grid) -> dict[str, list[list]]:
+    return {kind: [list(astuple(job)) for job in getattr(grid, kind)()] for kind in JOB_LISTS}
+
+
+@pytest.mark.parametrize("path", ALTERNATIVES)
+def test_alternative_configs_keep_their_grids(path):
+    """Stated as what differs from config.yaml, each config has exactly the masks, overlaps,
+    ablations and lenses it had when it stated everything (tests/data/shipped_grids.json)."""
+    grid = Grid(load_config(ROOT / path, SCHEMA, base=BASE))
+    assert _job_rows(grid) == json.loads(GRIDS.read_text())[path]
+
+
+def test_the_test_grid_has_only_the_test_models():
+    """Lists replace whole: nothing of config.yaml's models, tokenizers or λ leaks in."""
+    grid = Grid(load_config(ROOT / ".test/config.yaml", SCHEMA, base=BASE))
+    assert list(grid.models) == ["neox-test", "llama-test", "gpt2-test"]
+    assert list(grid.tokenizers) == ["bpe512"] and list(grid.lambdas) == ["1", "0.1"]
+    default_models = {model["name"] for model in _raw("config.yaml")["models"]}
+    assert not default_models & {job.model for kind in JOB_LISTS for job in getattr(grid, kind)()}
+
+
+def grid_of(config) -> Grid:
+    return Grid(validate_config(config, SCHEMA))
+
+
+def _raw(path: str) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())
 
 
 def _error(config) -> str:
@@ -43,6 +184,12 @@ def test_out_of_range_value_is_named(config):
     assert "corpus.eval_fraction: 1.5 is greater than or equal to the maximum" in _error(config)
 
 
+def test_unknown_precision_is_named(config):
+    config["mask_training"]["precision"] = "fp16"
+    expected = "mask_training.precision: 'fp16' is not one of ['auto', 'bf16', 'fp32']"
+    assert expected in _error(config)
+
+
 def test_unsupported_architecture_is_named(config):
     config["models"][0]["arch"] = "bert"
     expected = "models.0 (pythia-tiny).arch: 'bert' is not a supported architecture family"
@@ -55,10 +202,18 @@ def test_a_model_pretrained_here_needs_its_family(config):
 
 
 def test_key_value_heads_only_where_the_layout_has_them(config):
+    config["models"][0]["pretrain"]["num_kv_heads"] = 2
+    assert (
+        "models.0 (pythia-tiny).pretrain: num_kv_heads: the gpt_neox layout has as many "
+        "key/value heads as query heads" in _error(config)
+    )
+    config["models"][0]["arch"] = "llama"
     config["models"][0]["pretrain"]["num_kv_heads"] = 3
-    message = _error(config)
-    assert "pretrain.num_kv_heads: 3 does not divide num_heads 4" in message
-    assert "the gpt_neox layout has as many key/value heads as query heads" in message
+    assert "models.0 (pythia-tiny).pretrain: num_kv_heads 3 does not divide num_heads 4" in (
+        _error(config)
+    )
+    config["models"][0]["pretrain"]["num_kv_heads"] = 2
+    assert grid_of(config).arch("pythia-tiny") == "llama"
 
 
 def test_hub_sources_are_one_of_id_or_package(config):
@@ -89,8 +244,9 @@ def test_reserved_and_unknown_lambda_labels(config):
 
 def test_checkpoints_must_end_with_the_final_step(config):
     config["models"][0]["pretrain"]["checkpoints"] = [0, 100]
-    assert "models.0 (pythia-tiny).pretrain.checkpoints: [0, 100] must be increasing" in _error(
-        config
+    assert (
+        "models.0 (pythia-tiny).pretrain: checkpoint_steps must include the final step 500, "
+        "got [0, 100]" in _error(config)
     )
 
 
@@ -100,19 +256,22 @@ def test_unknown_tokenizer_reference(config):
 
 
 def test_grid_enumerates_final_and_intermediate_masks(config):
-    config["bigram_masks"] = {"final": ["full", "10"], "intermediate": ["1"]}
+    config["bigram_masks"] = {"final": ["full", "10"], "intermediate": ["10"]}
     config["models"] = config["models"][:1]
-    config["models"][0]["pretrain"]["checkpoints"] = [0, 300, 1500]
+    config["models"][0]["pretrain"].update(steps=1500, checkpoints=[0, 300, 1500])
     config["optimal_masks"]["models"] = []
+    config["optimal_masks"]["size_matched"]["bigram"] = []
     config["overlap"]["pairs"] = []
     config["ablation"]["runs"] = []
-    config["residual_stream"].update(runs=[{"model": "pythia-tiny", "lam": "1"}], checkpoints="all")
-    grid = Grid(config)
+    config["residual_stream"].update(
+        runs=[{"model": "pythia-tiny", "lam": "10"}], checkpoints="all"
+    )
+    grid = grid_of(config)
     assert [job.revision for job in grid.lens_jobs()] == ["step0", "step300", "step1500"]
     assert grid.revisions("pythia-tiny") == ["step0", "step300", "step1500"]
     assert grid.mask_jobs() == [
-        MaskJob("pythia-tiny", "step0", "bigram", "1", 0),
-        MaskJob("pythia-tiny", "step300", "bigram", "1", 0),
+        MaskJob("pythia-tiny", "step0", "bigram", "10", 0),
+        MaskJob("pythia-tiny", "step300", "bigram", "10", 0),
         MaskJob("pythia-tiny", "step1500", "bigram", "full", 0),
         MaskJob("pythia-tiny", "step1500", "bigram", "10", 0),
     ]
@@ -136,8 +295,7 @@ def test_grid_with_optimal_masks_and_seeds(config):
     config["residual_stream"].update(
         runs=[{"model": "pythia-tiny", "lam": "10"}], checkpoints="final"
     )
-    validate_config(config, SCHEMA)
-    grid = Grid(config)
+    grid = grid_of(config)
     final = grid.revisions("pythia-tiny")[-1]
     # Sentinels do not depend on the seed: made once.
     assert grid.mask_jobs() == [
@@ -149,7 +307,9 @@ def test_grid_with_optimal_masks_and_seeds(config):
         MaskJob("pythia-tiny", final, "optimal", "match-10", 0),
         MaskJob("pythia-tiny", final, "optimal", "match-10", 7),
     ]
-    assert [(j.optimal, j.seed) for j in grid.overlap_jobs()] == [("match-10", 0), ("match-10", 7)]
+    assert [(j.optimal_lam, j.seed) for j in grid.overlap_jobs()] == [
+        ("match-10", 0), ("match-10", 7),
+    ]  # fmt: skip
     assert [(j.target, j.lam, j.seed) for j in grid.ablation_jobs()] == [
         ("optimal", "100", 0),
         ("optimal", "100", 7),
@@ -227,7 +387,13 @@ PYTHIA_REVISIONS = [
 
 
 def test_paper_config_is_the_papers_grid():
-    grid = Grid(load_config(ROOT / "configs/paper.yaml", SCHEMA))
+    grid = Grid(load_config(ROOT / "configs/paper.yaml", SCHEMA, base=BASE))
+    # The paper's training values are the library's defaults (one place for them).
+    paper = grid.config.mask_training.values
+    defaults = MaskTrainingConfig(lam=0.0)
+    assert {k: getattr(defaults, k) for k in paper if k != "log_every"} == {
+        k: v for k, v in paper.items() if k != "log_every"
+    }
     pythia = ["pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b"]
     gpt2 = ["gpt2-small", "gpt2-medium", "gpt2-large"]
     assert list(grid.models) == pythia + gpt2 and grid.pretrained_models() == []
@@ -240,14 +406,14 @@ def test_paper_config_is_the_papers_grid():
     assert len(final) == 7 * 10  # {0, 1, 5, 10, 50, 100, 500, 1000} and ±∞ per model
     assert len([j for j in jobs if j.revision != "main"]) == 4 * 16 * 7
     assert len([j for j in jobs if j.target == "optimal"]) == 4 * 7
-    # Pythia-1B: 2 micro-batches of 16 (spec §3), eval batches of 16 (spec §5).
+    # Pythia-1B: 2 micro-batches of 16 (docs/method.md §4), eval batches of 16 (docs/method.md §6).
     settings = grid.mask_training("pythia-1b", "100", 0)
     assert (settings["batch_size"], settings["grad_accum"], settings["lam"]) == (32, 2, 100.0)
     assert grid.mask_training("pythia-160m", "10", 0)["grad_accum"] == 1
     assert grid.evaluation("pythia-1b")["batch_size"] == 16
     assert grid.evaluation("gpt2-small") == {"batch_size": 32, "max_sequences": 10000}
     assert grid.resources("pythia-1b", "gpu", 0) == 1
-    assert grid.model_directory("gpt2-large", "main") == "results/models/gpt2-large/hub/main"
+    assert grid.model_directory("gpt2-large", "main") == "resources/models/gpt2-large/main"
 
 
 def test_hub_model_and_its_overrides(config):
@@ -262,8 +428,7 @@ def test_hub_model_and_its_overrides(config):
             "mask_training": {"batch_size": 4},
         }
     )
-    validate_config(config, SCHEMA)
-    grid = Grid(config)
+    grid = grid_of(config)
     assert grid.revisions("mine") == ["early", "late"] and grid.final_revision("mine") == "late"
     assert grid.is_hub_model("mine") and "mine" not in grid.pretrained_models()
     assert grid.trained_tokenizers() == ["bpe4k"] and grid.hub_tokenizers() == ["hubtok"]
@@ -286,7 +451,7 @@ def test_hub_model_and_its_overrides(config):
         (lambda m: m.pop("pretrain"), "models.0 (pythia-tiny): give exactly one of `pretrain`"),
         (
             lambda m: m.update(mask_training={"grad_accum": 3}),
-            "models.0 (pythia-tiny).mask_training.grad_accum: 3 does not divide batch_size 8",
+            "models.0 (pythia-tiny).mask_training: batch_size 8 is not divisible by grad_accum 3",
         ),
         (lambda m: m.update(resources={"gpus": 1}), "models.0.resources: Additional properties"),
     ],
@@ -317,14 +482,42 @@ def test_released_mask_runs_are_checked(config):
 
 
 def test_released_source_follows_the_authors_names_unless_configured():
-    paper = load_config(ROOT / "configs/paper.yaml", SCHEMA)
-    grid = Grid(paper)
+    paper = merge(_raw("config.yaml"), _raw("configs/paper.yaml"))
+    grid = grid_of(paper)
     assert grid.released_source("pythia-1b", "100") == {
         "repo_id": "tylerachang/bigram-subnetworks-pythia-1b",
         "filename": "subnetwork_dict_lambda1e2.pickle",
     }
     paper["released_masks"]["runs"] = [{"model": "gpt2-small", "lam": "10", "repo": "me/mirror"}]
-    assert Grid(paper).released_source("gpt2-small", "10") == {
+    assert grid_of(paper).released_source("gpt2-small", "10") == {
         "repo_id": "me/mirror",
         "filename": "subnetwork_dict_lambda1e1.pickle",
     }
+
+
+GRIDS_ABOUT = (
+    "Grid(config).mask_jobs(), .overlap_jobs(), .ablation_jobs() and .lens_jobs() of the shipped "
+    "alternative configs merged over config.yaml, first computed from the full configs before "
+    "they were cut down to what differs from config.yaml; one job per row, its dataclass fields "
+    "in order. tests/test_config.py checks the configs still give exactly these. Regenerate only "
+    "when a grid is meant to change: .venv/bin/python tests/test_config.py"
+)
+
+
+def _grids_text() -> str:
+    """The text of tests/data/shipped_grids.json for the configs as they are: one job a line."""
+    blocks = [f'  "about": {json.dumps(GRIDS_ABOUT, ensure_ascii=False)}']
+    for path in ALTERNATIVES:
+        lists = _job_rows(Grid(load_config(ROOT / path, SCHEMA, base=BASE)))
+        kinds = [
+            f'    "{kind}": [\n'
+            + ",\n".join(f"      {json.dumps(row, ensure_ascii=False)}" for row in rows)
+            + "\n    ]"
+            for kind, rows in lists.items()
+        ]
+        blocks.append(f'  "{path}": {{\n' + ",\n".join(kinds) + "\n  }")
+    return "{\n" + ",\n".join(blocks) + "\n}\n"
+
+
+if __name__ == "__main__":
+    GRIDS.write_text(_grids_text())

@@ -161,10 +161,10 @@ def test_hub_model_runs_through_the_workflow_offline(hub_cache, tmp_path):
     tables = ["results/tables/ablation.tsv", "results/tables/parity.tsv"]
     result = snakemake(tmp_path, cache, f"{mask_dir}/metrics.json", *tables)
     assert result.returncode == 0, result.stdout + result.stderr
-    snapshot = tmp_path / "results/models/hub-neox/hub/main"
+    snapshot = tmp_path / "resources/models/hub-neox/main"
     meta = json.loads((snapshot / "meta.json").read_text())
     assert meta["source"] == REPO and meta["revision"] == "main"
-    assert len(load_tokenizer(tmp_path / "results/tokenizers/hubtok")) == model.config.vocab_size
+    assert len(load_tokenizer(tmp_path / "resources/tokenizers/hubtok")) == model.config.vocab_size
     metrics = json.loads((tmp_path / mask_dir / "metrics.json").read_text())
     assert metrics["model"] == "hub-neox" and metrics["revision"] == "main"
     assert 0 < metrics["kept_fraction"] < 1
@@ -184,7 +184,7 @@ def test_hub_model_runs_through_the_workflow_offline(hub_cache, tmp_path):
     html = report.read_text()
     assert '"table": "parity"' in html and "released ones" in html
     # Only the revision asked for was downloaded.
-    assert not (tmp_path / "results/models/hub-neox/hub/step1").exists()
+    assert not (tmp_path / "resources/models/hub-neox/step1").exists()
 
     missing = snakemake(
         tmp_path, cache, "results/masks/hub-neox/step1/bigram/lam-1/seed-0/meta.json"
@@ -193,7 +193,7 @@ def test_hub_model_runs_through_the_workflow_offline(hub_cache, tmp_path):
     log = (tmp_path / "logs/download_model/hub-neox/step1.log").read_text()
     assert f"{REPO!r} at revision 'step1' is not in the local Hugging Face cache" in log
     assert "snakemake --cores 1 downloads" in log
-    assert not (tmp_path / "results/models/hub-neox/hub/step1").exists()
+    assert not (tmp_path / "resources/models/hub-neox/step1").exists()
 
 
 def _gguf_config(directory: Path, **model) -> dict:
@@ -243,7 +243,7 @@ def test_gguf_model_is_dequantized_and_trained_through_the_workflow(tiny_gguf, t
     mask_dir = "results/masks/gguf-llama/main/bigram/lam-1/seed-0"
     result = _snakemake_with(_gguf_config(directory), tmp_path, f"{mask_dir}/metrics.json")
     assert result.returncode == 0, result.stdout + result.stderr
-    snapshot = tmp_path / "results/models/gguf-llama/hub/main"
+    snapshot = tmp_path / "resources/models/gguf-llama/main"
     meta = json.loads((snapshot / "meta.json").read_text())
     sha256 = hashlib.sha256((directory / "tiny.gguf").read_bytes()).hexdigest()
     assert meta["gguf"]["sha256"] == sha256 and meta["gguf"]["file_type"] == "ALL_F32"
@@ -256,7 +256,7 @@ def test_gguf_model_is_dequantized_and_trained_through_the_workflow(tiny_gguf, t
     assert 0 < metrics["kept_fraction"] < 1
     layers = pd.read_csv(tmp_path / mask_dir / "layers.tsv", sep="\t")
     assert "mlp_gate" in set(layers["block"])
-    assert len(load_tokenizer(tmp_path / "results/tokenizers/gguftok")) == 400
+    assert len(load_tokenizer(tmp_path / "resources/tokenizers/gguftok")) == 400
 
 
 @pytest.mark.workflow

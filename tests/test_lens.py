@@ -1,4 +1,5 @@
-"""Residual-stream lens (paper-spec §7): hooks, activations, ridge maps, rotations, covariances."""
+"""Residual-stream lens (docs/method.md §10): hooks, activations, ridge maps, rotations and
+covariances."""
 
 import numpy as np
 import pytest

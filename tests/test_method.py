@@ -1,7 +1,7 @@
 """Tests of the method itself, each built to fail on a specific wrong implementation: training
-steps against the authors' stack (NeuroSurgeon's continuous sparsification, paper §3), padded
-vocabularies end to end, Pearson r of models whose answer is known (§5), and the spike and
-early-stop rules on crafted curves (§3)."""
+steps against the authors' stack (NeuroSurgeon's continuous sparsification, docs/method.md
+§4), padded vocabularies end to end, Pearson r of models whose answer is known (§6), and the
+spike and early-stop rules on crafted curves (§4)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers.pytorch_utils import Conv1D
 
 from bigram_subnetworks import training
 from bigram_subnetworks.ablation import ablation
@@ -571,9 +572,10 @@ def _offset_logits(arch: str):
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gpt2"])
 def test_autocast_keeps_the_unembedding_and_the_loss_in_fp32(arch, random_tokens):
-    """CPU autocast with bf16 runs the same code as CUDA's: the training step's loss and the
-    teacher's distribution stay within 0.005 nats (loss) and 0.1 (any log-probability) of fp32,
-    where bf16 logits would be off by up to ~0.5 per log-probability."""
+    """`precision: bf16` (CPU autocast, the same code as CUDA's): the training step's loss and
+    the teacher's distribution stay within 0.005 nats (loss) and 0.1 (any log-probability) of
+    fp32, where bf16 logits would be off by up to ~0.5 per log-probability; the blocks do run in
+    bf16."""
     model = _offset_logits(arch)
     ids = torch.from_numpy(random_tokens[:16])
     bigrams = BigramModel(BigramCounts.count(random_tokens, VOCAB))
@@ -587,20 +589,24 @@ def test_autocast_keeps_the_unembedding_and_the_loss_in_fp32(arch, random_tokens
     assert (ours - reference).abs().max() < 0.1
     assert (naive - reference).abs().max() > 0.2  # what the fp32 unembedding avoids
 
-    cfg = dataclasses.replace(CONFIG, batch_size=16)
+    block_dtypes = []
+    first_block = next(m for m in model.modules() if isinstance(m, torch.nn.Linear | Conv1D))
+    first_block.register_forward_hook(lambda module, args, out: block_dtypes.append(out.dtype))
 
-    def step_loss(autocast: bool) -> float:
+    def step_loss(precision: str) -> float:
         for p in model.parameters():
             p.requires_grad_(False)
+        cfg = dataclasses.replace(CONFIG, batch_size=16, precision=precision)
         cs = ContinuousSparsification(maskable_parameters(model))
         optimizer = training.score_optimizer(cs, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            return training._step(model, cs, target, optimizer, ids, cfg, CPU)[0]
+        return training._step(model, cs, target, optimizer, ids, cfg, CPU)[0]
 
-    assert step_loss(True) == pytest.approx(step_loss(False), abs=0.005)
-    teacher = TeacherTarget(model, VOCAB)
+    assert step_loss("bf16") == pytest.approx(step_loss("fp32"), abs=0.005)
+    step_loss("auto")  # on the CPU: fp32
+    assert block_dtypes == [torch.bfloat16, torch.float32, torch.float32]
     with torch.no_grad():
-        fp32 = float(teacher.cross_entropy(model_logits(model, ids), ids))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = float(teacher.cross_entropy(model_logits(model, ids).float(), ids))
-    assert mixed == pytest.approx(fp32, abs=0.005)
+        ours = model_logits(model, ids)
+        fp32 = float(TeacherTarget(model, VOCAB, "fp32").cross_entropy(ours, ids))
+        mixed = float(TeacherTarget(model, VOCAB, "bf16").cross_entropy(ours, ids))
+    assert block_dtypes[-2:] == [torch.float32, torch.bfloat16]  # the teachers' forwards
+    assert mixed == pytest.approx(fp32, abs=0.005) and mixed != fp32

@@ -1,4 +1,4 @@
-"""Overlap statistics and their permutation nulls (paper-spec §6), on tiny real models."""
+"""Overlap statistics and their permutation nulls (docs/method.md §8), on tiny real models."""
 
 import itertools
 from collections import Counter

@@ -97,6 +97,12 @@ def test_config_rejects_indivisible_accumulation():
         dataclasses.replace(CONFIG, batch_size=15)
 
 
+def test_config_rejects_an_unknown_precision():
+    message = r"precision must be one of \('auto', 'bf16', 'fp32'\), got 'fp16'"
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(CONFIG, precision="fp16")
+
+
 @pytest.mark.parametrize(
     ("curve", "stable"),
     [

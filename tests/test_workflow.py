@@ -64,7 +64,7 @@ def test_default_dag():
     assert counts["evaluate_mask"] == counts["train_mask"] + counts["match_mask_size"]
     assert counts["overlap"] == 4 and counts["ablation"] == 2
     assert counts["lens"] == 2  # the final checkpoint of both models
-    assert counts["plot"] == 8
+    assert counts["plot"] == 9
     assert counts["pretrain"] == 2 and counts["corpus"] == counts["tokenize"] == 1
 
 
@@ -107,6 +107,7 @@ MASK_FILES = ("mask.safetensors", "history.tsv", "meta.json", "metrics.json", "l
 FIGURES = (
     "r_vs_size",
     "kept_by_layer",
+    "training_curves",
     "pretraining",
     "overlap",
     "ablation",
@@ -158,7 +159,7 @@ def _table(workdir, name):
     return pd.read_csv(
         workdir / f"results/tables/{name}.tsv",
         sep="\t",
-        dtype={"lam": str, "bigram": str, "optimal": str},
+        dtype={"lam": str, "bigram_lam": str, "optimal_lam": str},
     )
 
 
@@ -198,13 +199,13 @@ def test_overlap_tables(test_run):
     workdir, _ = test_run
     overlap = _table(workdir, "overlap")
     assert len(overlap) == 2 * 2  # pairs × seeds
-    assert set(overlap["optimal"]) == {"0.1", "match-1"}
+    assert set(overlap["optimal_lam"]) == {"0.1", "match-1"}
     assert (overlap["overlap"] == overlap["n_both"] / overlap["n_total"]).all()
     assert overlap["p_value"].between(0, 1).all() and (overlap["permutations"] == 1000).all()
     assert (_table(workdir, "overlap_summary")["n_seeds"] == 2).all()
     blocks = _table(workdir, "overlap_blocks")
-    totals = blocks.groupby(["optimal", "seed"])["n_both"].sum().reset_index()
-    merged = totals.merge(overlap, on=["optimal", "seed"], suffixes=("_blocks", ""))
+    totals = blocks.groupby(["optimal_lam", "seed"])["n_both"].sum().reset_index()
+    merged = totals.merge(overlap, on=["optimal_lam", "seed"], suffixes=("_blocks", ""))
     assert (merged["n_both_blocks"] == merged["n_both"]).all()
 
 
@@ -258,10 +259,7 @@ def test_killed_job_resumes_when_the_same_command_is_rerun(test_run, tmp_path):
     it resumes from the snapshot and ends with the mask the uninterrupted run made."""
     workdir, _ = test_run
     copy = tmp_path / "run"
-    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns(".snakemake"))
-    shutil.copytree(
-        workdir / ".snakemake", copy / ".snakemake", ignore=shutil.ignore_patterns("conda")
-    )
+    _copy_run(workdir, copy)
     mask_dir = "results/masks/neox-test/step40/bigram/lam-1/seed-0"
     expected = load_file(copy / mask_dir / "mask.safetensors")
     (copy / mask_dir / "mask.safetensors").unlink()
@@ -329,6 +327,40 @@ def test_second_run_has_nothing_to_do(test_run):
     _, args = test_run
     result = snakemake("-n", *args)
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def _copy_run(workdir: Path, copy: Path) -> None:
+    """The run directory with Snakemake's records (what it ran, with which parameters)."""
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.copytree(
+        workdir / ".snakemake", copy / ".snakemake", ignore=shutil.ignore_patterns("conda")
+    )
+
+
+def test_a_library_edit_reruns_exactly_the_jobs_that_run_it(test_run, tmp_path):
+    """Rules carry a hash of the library modules their scripts import: editing one function in
+    overlap.py (to an equivalent body) reruns the overlap jobs and what reads their outputs, and
+    nothing upstream. The checkout is copied, since the Snakefile runs the library beside it."""
+    workdir, _ = test_run
+    checkout, copy = tmp_path / "checkout", tmp_path / "run"
+    skip = (".git", ".venv", ".snakemake", "results", "resources", "logs", "*.egg-info")
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(*skip, "__pycache__"))
+    _copy_run(workdir, copy)
+    command = (
+        BIN / "snakemake", "--snakefile", checkout / "Snakefile", "-n",
+        "--configfile", checkout / ".test/config.yaml", "--directory", copy,
+    )  # fmt: skip
+    unchanged = run(*command)
+    assert "Nothing to be done" in unchanged.stdout + unchanged.stderr, unchanged.stdout
+    library = checkout / "src/bigram_subnetworks/overlap.py"
+    before = "    return int(np.count_nonzero(np.asarray(mask)))\n"
+    assert library.read_text().count(before) == 1
+    after = "    return int(np.asarray(mask).sum())\n"
+    library.write_text(library.read_text().replace(before, after))
+    edited = run(*command)
+    assert job_counts(edited.stdout) == {"overlap": 4, "collect_overlap": 1, "plot": 1, "all": 1}
+    assert "params have changed since last execution" in edited.stdout
+    assert "Rules with provenance triggered jobs: overlap" in edited.stdout
 
 
 REPORT_TABLES = (

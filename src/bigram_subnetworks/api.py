@@ -183,7 +183,8 @@ def find_optimal_subnetwork(
     towards the full model's own next-token distribution (docs/method.md §5)."""
     device = _prepare(model, device)
     tokens = _sequences(tokenizer, texts, tokens, seq_len)
-    target = TeacherTarget(model, _vocab_size(model, tokenizer, vocab_size))
+    precision = MaskTrainingConfig(lam=lam, **settings).precision  # of the teacher's forward too
+    target = TeacherTarget(model, _vocab_size(model, tokenizer, vocab_size), precision)
     return _train(model, target, "optimal", tokens, lam, device, on_step, settings)
 
 

@@ -1,4 +1,4 @@
-"""Bigram statistics: sparse counts, MLE probabilities with backoff, surprisal (paper-spec §2).
+"""Bigram statistics: sparse counts, MLE probabilities with backoff, surprisal (docs/method.md §2).
 
 Counts are a scipy CSR matrix of shape (V+1)×V: row u holds the continuations of token u, and
 row V is the sequence-start context (the first token of every sequence follows it). P(v|u) is the

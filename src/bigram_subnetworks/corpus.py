@@ -1,4 +1,4 @@
-"""corpus: text sources and their tokenization into fixed-length sequences (paper spec §2).
+"""Text sources and their tokenization into fixed-length sequences (docs/method.md §1).
 
 Sources are the embedded default (Python's own documentation), local text files, and Hugging Face
 datasets (OSCAR/C4/FineWeb). Tokenization cuts one EOS-separated stream into 128-token rows with no
@@ -242,12 +242,33 @@ def huggingface_documents(
     except ConnectionError as error:
         if not _offline():
             raise
-        raise ConnectionError(
-            f"{source} is not available offline: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set and "
-            "it is not in the local cache. Run this rule once online (e.g. `HF_HUB_OFFLINE=0 "
-            "HF_DATASETS_OFFLINE=0 snakemake --cores all results/corpus/documents.jsonl`), or "
-            f"set corpus.huggingface.name to a local directory of data files ({error})"
-        ) from error
+        raise _not_cached_offline(source, error) from error
+    texts = _field_texts(dataset, source, text_field, max_documents)
+    documents = _non_empty_texts(texts, source, text_field)
+    log.info("%s: %d non-empty documents", source, len(documents))
+    return documents
+
+
+def _not_cached_offline(source: str, error: ConnectionError) -> ConnectionError:
+    """The error for a dataset that offline mode cannot reach, saying how to get it: `datasets`'
+    own message does not say that the offline flags are the reason."""
+    return ConnectionError(
+        f"{source} is not available offline: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set and "
+        "it is not in the local cache. Run this rule once online (e.g. `HF_HUB_OFFLINE=0 "
+        "HF_DATASETS_OFFLINE=0 snakemake --cores all results/corpus/documents.jsonl`), or "
+        f"set corpus.huggingface.name to a local directory of data files ({error})"
+    )
+
+
+def _field_texts(
+    dataset: Any, source: str, text_field: str, max_documents: int | None
+) -> Iterator[Any]:
+    """``text_field`` of the first ``max_documents`` examples, read lazily (a stream is read once).
+
+    A missing field is a KeyError naming the dataset: raised here, before reading, where the
+    dataset knows its columns, else by the first example that lacks it (streams of data files
+    may not know their columns).
+    """
     columns = dataset.column_names
     if columns is not None and text_field not in columns:
         raise KeyError(f"text field {text_field!r} not in {source}; columns: {columns}")
@@ -258,9 +279,7 @@ def huggingface_documents(
                 raise KeyError(f"text field {text_field!r} not in {source}; keys: {list(example)}")
             yield example[text_field]
 
-    documents = _non_empty_texts(texts(), source, text_field)
-    log.info("%s: %d non-empty documents", source, len(documents))
-    return documents
+    return texts()
 
 
 def documents_from_config(corpus: Mapping[str, Any]) -> list[str]:
@@ -351,7 +370,7 @@ def tokenize_documents(
 
     The split is by document (seeded shuffle; eval gets ceil(eval_fraction * n_docs), at least one),
     so no text is in both. Each document is followed by EOS; the stream is cut without padding and
-    the tail shorter than `seq_len` is dropped (paper spec §2).
+    the tail shorter than `seq_len` is dropped (paper docs/method.md §1).
 
     Returns:
         (train, eval): uint16 arrays if the vocabulary fits in 16 bits, else uint32. # [n, seq_len]
@@ -397,7 +416,7 @@ def split_training(
     lens_sequences: int,
     bigram_sequences: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The training split's three uses, as the authors' files (paper §2, §7):
+    """The training split's three uses, as the authors' files (docs/method.md §1, §7):
 
     - ``bigrams``: the first ``bigram_sequences`` sequences (None: every one), what the bigram
       table is counted on (their `fortrain` file, larger than the mask-training subset);

@@ -50,6 +50,38 @@ def _next_token_bits(log_q: torch.Tensor, ids: torch.Tensor) -> np.ndarray:
     return (nats / LN2).cpu().numpy()
 
 
+class _Totals:
+    """What `run_model` gathers batch by batch: surprisals, summed cross-entropies per target
+    (weighted by sequences), and with the full model's distribution its surprisal and the CE of
+    the subnetwork's distribution against it."""
+
+    def __init__(self, targets: Mapping[str, Target]) -> None:
+        self.targets = targets
+        self.surprisals: list[np.ndarray] = []
+        self.full_surprisals: list[np.ndarray] = []
+        self.sums = dict.fromkeys(targets, 0.0)
+        self.full_sum = 0.0
+
+    def add(self, log_q: torch.Tensor, ids: torch.Tensor, log_p: torch.Tensor | None) -> None:
+        self.surprisals.append(_next_token_bits(log_q, ids))
+        for name, target in self.targets.items():
+            self.sums[name] += float(target.cross_entropy_log_probs(log_q, ids)) * ids.shape[0]
+        if log_p is not None:
+            self.full_surprisals.append(_next_token_bits(log_p, ids))
+            self.full_sum += float(-(log_p.exp() * log_q).sum(-1).mean()) * ids.shape[0]
+
+    def outputs(self, n_sequences: int) -> EvalOutputs:
+        surprisal = np.concatenate(self.surprisals)
+        full = bool(self.full_surprisals)
+        return EvalOutputs(
+            surprisal,
+            float(surprisal.mean() * LN2),
+            {name: total / n_sequences for name, total in self.sums.items()},
+            full_surprisal=np.concatenate(self.full_surprisals) if full else None,
+            xent_full=self.full_sum / n_sequences if full else None,
+        )
+
+
 @torch.no_grad()
 def run_model(
     model: nn.Module,
@@ -65,10 +97,10 @@ def run_model(
 
     With ``mask``, the subnetwork runs by parameter substitution: W ⊙ m is formed once, and the
     model itself is never modified. One log-softmax per batch serves the surprisal and every
-    target. ``compare_full`` also runs the unmasked model on each batch (paper-spec §4 fidelity).
+    target. ``compare_full`` also runs the unmasked model on each batch (the fidelity of
+    docs/method.md §6).
     """
     device = next(model.parameters()).device
-    targets = dict(targets or {})
     parameters = None
     if mask is not None:
         mask.check_matches(model)
@@ -82,35 +114,22 @@ def run_model(
 
     was_training = model.training
     model.eval()
-    surprisals, full_surprisals = [], []
-    sums = dict.fromkeys(targets, 0.0)
-    full_sum = 0.0
+    totals = _Totals(dict(targets or {}))
     progress = Progress(math.ceil(len(tokens) / batch_size), what, log)
     try:
         for start in range(0, len(tokens), batch_size):
             ids = torch.from_numpy(np.asarray(tokens[start : start + batch_size], np.int64))
             ids = ids.to(device)
             log_q = log_probs(ids, parameters)
-            surprisals.append(_next_token_bits(log_q, ids))
-            for name, target in targets.items():
-                sums[name] += float(target.cross_entropy_log_probs(log_q, ids)) * ids.shape[0]
+            log_p = None
             if compare_full:
                 log_p = log_q if parameters is None else log_probs(ids, None)
-                full_surprisals.append(_next_token_bits(log_p, ids))
-                full_sum += float(-(log_p.exp() * log_q).sum(-1).mean()) * ids.shape[0]
+            totals.add(log_q, ids, log_p)
             progress.advance()
     finally:
         progress.close()
         model.train(was_training)
-    surprisal = np.concatenate(surprisals)
-    xents = {name: total / len(tokens) for name, total in sums.items()}
-    return EvalOutputs(
-        surprisal,
-        float(surprisal.mean() * LN2),
-        xents,
-        full_surprisal=np.concatenate(full_surprisals) if compare_full else None,
-        xent_full=full_sum / len(tokens) if compare_full else None,
-    )
+    return totals.outputs(len(tokens))
 
 
 def _clip_inf(values: np.ndarray) -> np.ndarray:
@@ -161,7 +180,7 @@ def evaluate_mask(
 ) -> dict[str, float]:
     """All scalar metrics of one subnetwork on the eval split.
 
-    With ``fidelity`` (optimal subnetworks, paper-spec §4), also how closely it reproduces the
+    With ``fidelity`` (optimal subnetworks, docs/method.md §6), also how closely it reproduces the
     full model: Pearson r of its surprisal against the full model's (±inf clipped), and the CE
     of its distribution against the full model's (nats; equals the full model's entropy for an
     all-kept mask).

@@ -1,5 +1,5 @@
-"""Residual-stream analyses (paper-spec §7): activations, per-layer ridge lenses, rotations and the
-layer × layer covariance similarity.
+"""Residual-stream analyses (docs/method.md §10): activations, per-layer ridge lenses, rotations
+and the layer × layer covariance similarity.
 
 Activations come from forward pre-hooks on the unmodified Hugging Face model (never a copied
 forward). Conditions (full model, bigram subnetwork, complement, random subnetwork) are the caller's
@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,8 @@ from .targets import truncate_logits
 log = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
-MAX_NAN_FRACTION = 0.01  # paper-spec §7: abort if more than 1% of the tokens have NaN activations
+# docs/method.md §10: abort if more than 1% of the tokens have NaN activations.
+MAX_NAN_FRACTION = 0.01
 RECALL_AT = (1, 5, 10)
 MAP_TARGETS = ("in", "out", "secondlast")
 
@@ -49,9 +50,10 @@ def residual_hooks(model: nn.Module) -> Iterator[list[torch.Tensor | None]]:
     Yields a list of L + 1 slots that each forward pass overwrites ([batch, pos, d], detached):
     slot l < L is the input of block l (h_0 = the embedding output, h_l = the output of block
     l − 1), slot L is the input of the final LayerNorm, i.e. the last state *before* the final LN
-    (paper-spec §7). Hugging Face's ``output_hidden_states`` cannot be used: in transformers 5 its
-    last entry is after the final LN for both GPT-2 and GPT-NeoX. The pre-hooks return None, so the
-    model's outputs are unchanged, and they are removed when the body exits, raising or not.
+    (docs/method.md §10). Hugging Face's ``output_hidden_states`` cannot be used: in
+    transformers 5 its last entry is after the final LN for both GPT-2 and GPT-NeoX. The
+    pre-hooks return None, so the model's outputs are unchanged, and they are removed when the
+    body exits, raising or not.
     """
     blocks, norm = residual_modules(model)
     states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
@@ -130,10 +132,22 @@ def collect_activations(
     (without replacement, the same rows for every layer), so memory scales with ``max_tokens``.
     The model's own next-token surprisal uses logits truncated to ``vocab_size``. Tokens whose
     activations are not finite in any layer are dropped; more than 1% of them is an error
-    (paper-spec §7; ablated models can overflow).
+    (docs/method.md §10; ablated models can overflow).
     """
     tokens = np.asarray(tokens, dtype=np.int64)
-    n_seq, seq_len = tokens.shape
+    keep = _kept_positions(tokens.shape, max_tokens, seed)
+    layers, finite, surprisal = _forward_residuals(model, tokens, keep, vocab_size, batch_size)
+    acts = _drop_non_finite(_token_rows(tokens, keep, layers, surprisal), finite)
+    n_layers, d = len(layers), layers[0].shape[1]
+    log.info("collected %d tokens × %d layers × %d dims", acts.n_tokens, n_layers, d)
+    return acts
+
+
+def _kept_positions(shape: tuple[int, int], max_tokens: int | None, seed: int) -> np.ndarray:
+    """[n_seq, T] bool: the (sequence, position) pairs to keep. All of them, or a uniform sample
+    of ``max_tokens`` without replacement, drawn before the forward passes so that only the kept
+    rows are ever stored."""
+    n_seq, seq_len = shape
     total = n_seq * seq_len
     if max_tokens is not None and max_tokens < total:
         rng = np.random.default_rng(seed)
@@ -141,9 +155,22 @@ def collect_activations(
         keep[rng.choice(total, size=max_tokens, replace=False)] = True
     else:
         keep = np.ones(total, dtype=bool)
-    keep = keep.reshape(n_seq, seq_len)
-    n_keep = int(keep.sum())
+    return keep.reshape(n_seq, seq_len)
 
+
+@torch.no_grad()
+def _forward_residuals(
+    model: nn.Module, tokens: np.ndarray, keep: np.ndarray, vocab_size: int, batch_size: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Run ``tokens`` through ``model`` in eval mode (its mode is restored, raising or not).
+
+    Returns h_0..h_L of the kept positions (L + 1 float32 [n_keep, d], rows in row-major order of
+    ``keep``), whether each kept row is finite in every layer ([n_keep] bool), and the model's
+    own surprisal in bits at every position ([n_seq, T] float32, NaN at the last position).
+    Arrays are preallocated and filled batch by batch, so peak memory is the result itself.
+    """
+    n_seq, seq_len = tokens.shape
+    n_keep = int(keep.sum())
     device = next(model.parameters()).device
     d = model.get_input_embeddings().weight.shape[1]
     n_layers = len(residual_modules(model)[0]) + 1
@@ -159,26 +186,51 @@ def collect_activations(
         with residual_hooks(model) as states:
             for start in range(0, n_seq, batch_size):
                 ids = torch.from_numpy(tokens[start : start + batch_size]).to(device)
-                logits = truncate_logits(model(input_ids=ids).logits, vocab_size).float()
-                log_q = F.log_softmax(logits[:, :-1], dim=-1)
-                nats = -log_q.gather(-1, ids[:, 1:, None]).squeeze(-1)
-                surprisal[start : start + len(ids), :-1] = (nats / LN2).cpu().numpy()
+                logits = model(input_ids=ids).logits
+                surprisal[start : start + len(ids), :-1] = _next_token_bits(logits, ids, vocab_size)
                 selected = torch.from_numpy(keep[start : start + len(ids)].ravel()).to(device)
-                n = int(selected.sum())
-                for layer, state in zip(layers, states, strict=True):
-                    flat = state.reshape(-1, d)[selected].float()
-                    finite[row : row + n] &= torch.isfinite(flat).all(-1).cpu().numpy()
-                    layer[row : row + n] = flat.cpu().numpy()
-                row += n
+                row = _store_kept_states(states, selected, layers, finite, row)
                 progress.advance()
     finally:
         progress.close()
         model.train(was_training)
+    return layers, finite, surprisal
 
+
+def _next_token_bits(logits: torch.Tensor, ids: torch.Tensor, vocab_size: int) -> np.ndarray:
+    """−log2 p(next token) at every position but the last ([batch, T − 1]), p the softmax of the
+    logits truncated to ``vocab_size`` (a padded vocabulary's extra logits are no tokens)."""
+    logits = truncate_logits(logits, vocab_size).float()
+    log_q = F.log_softmax(logits[:, :-1], dim=-1)
+    nats = -log_q.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return (nats / LN2).cpu().numpy()
+
+
+def _store_kept_states(
+    states: list[torch.Tensor | None],
+    selected: torch.Tensor,
+    layers: list[np.ndarray],
+    finite: np.ndarray,
+    row: int,
+) -> int:
+    """Copy the ``selected`` positions of one batch's states ([batch · T] bool) into ``layers``
+    from ``row`` on, clearing ``finite`` where any value is not; returns the next free row."""
+    n = int(selected.sum())
+    for layer, state in zip(layers, states, strict=True):
+        flat = state.reshape(-1, layer.shape[1])[selected].float()
+        finite[row : row + n] &= torch.isfinite(flat).all(-1).cpu().numpy()
+        layer[row : row + n] = flat.cpu().numpy()
+    return row + n
+
+
+def _token_rows(
+    tokens: np.ndarray, keep: np.ndarray, layers: list[np.ndarray], surprisal: np.ndarray
+) -> Activations:
+    """The kept positions as `Activations` rows, with their current and next token ids."""
     sequence, position = np.nonzero(keep)  # row-major, the order rows were filled in
-    next_ids = np.full((n_seq, seq_len), -1, dtype=np.int64)
+    next_ids = np.full(tokens.shape, -1, dtype=np.int64)
     next_ids[:, :-1] = tokens[:, 1:]
-    acts = Activations(
+    return Activations(
         tuple(layers),
         tokens[sequence, position],
         next_ids[sequence, position],
@@ -186,17 +238,23 @@ def collect_activations(
         sequence,
         position,
     )
+
+
+def _drop_non_finite(acts: Activations, finite: np.ndarray) -> Activations:
+    """``acts`` without the rows that are not ``finite``, with a warning; more than
+    `MAX_NAN_FRACTION` of them is an error, as the analyses would no longer describe the model
+    (docs/method.md §10)."""
+    n_keep = len(finite)
     n_bad = n_keep - int(finite.sum())
-    if n_bad:
-        log.warning("%d of %d tokens have non-finite activations; dropped", n_bad, n_keep)
-        if n_bad > MAX_NAN_FRACTION * n_keep:
-            raise ValueError(
-                f"{n_bad} of {n_keep} tokens have non-finite activations "
-                f"(more than {MAX_NAN_FRACTION:.0%}, paper-spec §7)"
-            )
-        acts = acts.subset(finite)
-    log.info("collected %d tokens × %d layers × %d dims", acts.n_tokens, n_layers, d)
-    return acts
+    if not n_bad:
+        return acts
+    log.warning("%d of %d tokens have non-finite activations; dropped", n_bad, n_keep)
+    if n_bad > MAX_NAN_FRACTION * n_keep:
+        raise ValueError(
+            f"{n_bad} of {n_keep} tokens have non-finite activations "
+            f"(more than {MAX_NAN_FRACTION:.0%}, docs/method.md §10)"
+        )
+    return acts.subset(finite)
 
 
 @dataclass(frozen=True)
@@ -217,7 +275,7 @@ class LinearMap:
 def fit_linear_maps(
     x: np.ndarray, targets: Mapping[str, np.ndarray], alpha: float = 1.0
 ) -> dict[str, LinearMap]:
-    """Ridge maps x → each target: argmin_W,b ‖Y − X Wᵀ − b‖² + α‖W‖² (paper-spec §7).
+    """Ridge maps x → each target: argmin_W,b ‖Y − X Wᵀ − b‖² + α‖W‖² (docs/method.md §10).
 
     One ``Ridge(alpha, fit_intercept=True)`` is fitted on the column-stacked targets. Ridge with a
     shared α decouples over target columns, so this equals one fit per target, and XᵀX is formed
@@ -236,7 +294,8 @@ def fit_linear_maps(
 
 
 def eigen_rotations(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(|arg λ_k| in degrees, |λ_k|) for every eigenvalue λ_k of a square map W (paper-spec §7).
+    """(|arg λ_k| in degrees, |λ_k|) for every eigenvalue λ_k of a square map W
+    (docs/method.md §10).
 
     A real map's complex eigenvalues come in conjugate pairs; each pair rotates one 2-D invariant
     plane by arg λ and scales it by |λ|. Negative real eigenvalues count as 180°. W and Wᵀ have the
@@ -267,7 +326,7 @@ def fit_lens(
     alpha: float = 1.0,
     batch_tokens: int = 1024,
 ) -> pd.DataFrame:
-    """Fit the per-layer maps on ``train`` and score them on ``evaluation`` (paper-spec §7).
+    """Fit the per-layer maps on ``train`` and score them on ``evaluation`` (docs/method.md §10).
 
     For each layer l = 0..L, ridge maps from h_l to h_L ("out", pre-LN), h_{L−1} ("secondlast")
     and the current token's input embedding ("in"). One row per layer, columns:
@@ -319,6 +378,93 @@ def recall_hits(logits: torch.Tensor, ids: torch.Tensor, ks: tuple[int, ...]) ->
     return {k: int((largest[:, min(k, width) - 1] <= true[:, 0]).sum()) for k in ks}
 
 
+@dataclass(frozen=True)
+class _Readout:
+    """The modules every lens reads through: the model's own final LN and unembedding (for the
+    next-token lens) and its input embedding (for current-token recall), which no mask touches,
+    with the device and dtype the lens inputs are moved to."""
+
+    norm: nn.Module
+    unembed: nn.Module
+    embed_in: torch.Tensor  # [vocab_size, d] float32
+    vocab_size: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @staticmethod
+    def of(model: nn.Module, vocab_size: int) -> _Readout:
+        _, norm = residual_modules(model)
+        unembed = model.get_output_embeddings()
+        weight = unembed.weight
+        embed_in = model.get_input_embeddings().weight.detach()[:vocab_size].float()
+        return _Readout(norm, unembed, embed_in, vocab_size, weight.device, weight.dtype)
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def log_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """log softmax(U · LN(h)) over the first ``vocab_size`` tokens, float32."""
+        logits = self.unembed(self.norm(h.to(self.dtype)))
+        return F.log_softmax(truncate_logits(logits, self.vocab_size).float(), dim=-1)
+
+    def affine(self, m: LinearMap) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) of a ridge map as float32 tensors on the model's device."""
+        return self.tensor(m.coef.astype(np.float32)), self.tensor(m.intercept.astype(np.float32))
+
+
+@dataclass
+class _LayerScore:
+    """One layer's lens metrics, summed over token chunks (Python floats, so float64 sums)."""
+
+    bits: list[np.ndarray] = field(default_factory=list)  # lens surprisal of each next token
+    out_xent: float = 0.0
+    out_xent_model: float = 0.0
+    in_surprisal: float = 0.0
+    hits: dict[int, int] = field(default_factory=lambda: dict.fromkeys(RECALL_AT, 0))
+
+    def add_next_token(
+        self,
+        readout: _Readout,
+        out_map: tuple[torch.Tensor, torch.Tensor],
+        h: torch.Tensor,
+        next_ids: torch.Tensor,
+        model_p: torch.Tensor,
+    ) -> None:
+        """Next-token lens on rows that have a next token: "out" map → final LN → unembedding."""
+        w_out, b_out = out_map
+        log_q = readout.log_probs(torch.addmm(b_out, h, w_out.T))
+        nats = -log_q.gather(-1, next_ids[:, None]).squeeze(-1)
+        self.bits.append((nats / LN2).cpu().numpy())
+        self.out_xent += float(nats.sum())
+        self.out_xent_model -= float((model_p * log_q).sum())
+
+    def add_current_token(
+        self,
+        readout: _Readout,
+        in_map: tuple[torch.Tensor, torch.Tensor],
+        h: torch.Tensor,
+        ids: torch.Tensor,
+    ) -> None:
+        """Current-token recall: "in" map (no LN) → input embedding."""
+        w_in, b_in = in_map
+        logits = torch.addmm(b_in, h, w_in.T) @ readout.embed_in.T
+        for k, n_hits in recall_hits(logits, ids, RECALL_AT).items():
+            self.hits[k] += n_hits
+        log_r = F.log_softmax(logits, dim=-1).gather(-1, ids[:, None])
+        self.in_surprisal -= float(log_r.sum()) / LN2
+
+    def metrics(self, own_bits: np.ndarray, n_next: int, n_tokens: int) -> dict[str, float]:
+        """The sums as `fit_lens` columns: means over the tokens each metric is defined on."""
+        row = {
+            "out_corr": pearson(np.concatenate(self.bits), own_bits),
+            "out_xent": self.out_xent / n_next,
+            "out_xent_model": self.out_xent_model / n_next,
+        }
+        row.update({f"in_recall{k}": self.hits[k] / n_tokens for k in RECALL_AT})
+        row["in_surprisal"] = self.in_surprisal / n_tokens
+        return row
+
+
 @torch.no_grad()
 def _score_maps(
     maps: list[dict[str, LinearMap]],
@@ -329,64 +475,24 @@ def _score_maps(
 ) -> list[dict[str, float]]:
     """Lens metrics of every layer's maps on ``acts``; token chunks outer so that the model's own
     distribution is computed once per chunk."""
-    _, norm = residual_modules(model)
-    unembed = model.get_output_embeddings()
-    weight = unembed.weight
-    device, dtype = weight.device, weight.dtype
-    embed_in = model.get_input_embeddings().weight.detach()[:vocab_size].float()
-
-    def to_device(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
-
-    def lens_log_probs(h: torch.Tensor) -> torch.Tensor:
-        logits = unembed(norm(h.to(dtype)))
-        return F.log_softmax(truncate_logits(logits, vocab_size).float(), dim=-1)
-
-    def affine(m: LinearMap) -> tuple[torch.Tensor, torch.Tensor]:
-        return to_device(m.coef.astype(np.float32)), to_device(m.intercept.astype(np.float32))
-
-    out_maps = [affine(m["out"]) for m in maps]
-    in_maps = [affine(m["in"]) for m in maps]
-    top = acts.n_blocks
-    n_next = int(acts.has_next.sum())
-    lens_bits = [[] for _ in maps]
-    sums = [dict.fromkeys(("out_xent", "out_xent_model", "in_surprisal"), 0.0) for _ in maps]
-    hits = [dict.fromkeys(RECALL_AT, 0) for _ in maps]
-
+    readout = _Readout.of(model, vocab_size)
+    out_maps = [readout.affine(m["out"]) for m in maps]
+    in_maps = [readout.affine(m["in"]) for m in maps]
+    scores = [_LayerScore() for _ in maps]
     for start in range(0, acts.n_tokens, batch_tokens):
         chunk = slice(start, start + batch_tokens)
-        ids = to_device(acts.input_ids[chunk])
-        has_next = to_device(acts.has_next[chunk])
-        next_ids = to_device(acts.next_ids[chunk])[has_next]
-        model_p = lens_log_probs(to_device(acts.layers[top][chunk])[has_next]).exp_()
-        for layer, (sum_, hit) in enumerate(zip(sums, hits, strict=True)):
-            h = to_device(acts.layers[layer][chunk])
-            (w_out, b_out), (w_in, b_in) = out_maps[layer], in_maps[layer]
-            # next-token lens: "out" map → final LN → unembedding
-            log_q = lens_log_probs(torch.addmm(b_out, h[has_next], w_out.T))
-            nats = -log_q.gather(-1, next_ids[:, None]).squeeze(-1)
-            lens_bits[layer].append((nats / LN2).cpu().numpy())
-            sum_["out_xent"] += float(nats.sum())
-            sum_["out_xent_model"] -= float((model_p * log_q).sum())
-            # current-token recall: "in" map (no LN) → input embedding
-            logits = torch.addmm(b_in, h, w_in.T) @ embed_in.T
-            for k, n_hits in recall_hits(logits, ids, RECALL_AT).items():
-                hit[k] += n_hits
-            log_r = F.log_softmax(logits, dim=-1).gather(-1, ids[:, None])
-            sum_["in_surprisal"] -= float(log_r.sum()) / LN2
-
+        ids = readout.tensor(acts.input_ids[chunk])
+        has_next = readout.tensor(acts.has_next[chunk])
+        next_ids = readout.tensor(acts.next_ids[chunk])[has_next]
+        top = readout.tensor(acts.layers[acts.n_blocks][chunk])[has_next]
+        model_p = readout.log_probs(top).exp_()  # the model's own next-token distribution
+        for layer, score in enumerate(scores):
+            h = readout.tensor(acts.layers[layer][chunk])
+            score.add_next_token(readout, out_maps[layer], h[has_next], next_ids, model_p)
+            score.add_current_token(readout, in_maps[layer], h, ids)
     own_bits = acts.surprisal[acts.has_next]
-    rows = []
-    for bits, sum_, hit in zip(lens_bits, sums, hits, strict=True):
-        row = {
-            "out_corr": pearson(np.concatenate(bits), own_bits),
-            "out_xent": sum_["out_xent"] / n_next,
-            "out_xent_model": sum_["out_xent_model"] / n_next,
-        }
-        row.update({f"in_recall{k}": hit[k] / acts.n_tokens for k in RECALL_AT})
-        row["in_surprisal"] = sum_["in_surprisal"] / acts.n_tokens
-        rows.append(row)
-    return rows
+    n_next = int(acts.has_next.sum())
+    return [score.metrics(own_bits, n_next, acts.n_tokens) for score in scores]
 
 
 def layer_covariances(acts: Activations, chunk: int = 16384) -> np.ndarray:
@@ -405,7 +511,7 @@ def layer_covariances(acts: Activations, chunk: int = 16384) -> np.ndarray:
 
 
 def covariance_similarity(acts: Activations) -> pd.DataFrame:
-    """Cosine similarity of layer covariances for every pair of layers (paper-spec §7, metric 4).
+    """Cosine similarity of layer covariances for every pair of layers (docs/method.md §10).
 
     sim(i, j) = ⟨Σ_i, Σ_j⟩_F / (‖Σ_i‖_F ‖Σ_j‖_F), ⟨A, B⟩_F = Σ_ab A_ab B_ab = tr(Aᵀ B), with
     Σ_l = X̃_lᵀ X̃_l / n the centred covariance over tokens ([d, d], float64). The d×d matrices
@@ -425,8 +531,9 @@ def covariance_similarity(acts: Activations) -> pd.DataFrame:
     )
 
 
-# Paper-spec §7 runs the full model, the bigram subnetwork and its complement; the covariance
-# figure adds a random subnetwork with the same count per matrix (ablation.ablation_masks).
+# The authors run the full model, the bigram subnetwork and its complement (docs/method.md §10);
+# the covariance figure adds a random subnetwork with the same count per matrix
+# (ablation.ablation_masks).
 LENS_CONDITIONS = ("full", "subnetwork", "full_minus_subnetwork", "random")
 
 

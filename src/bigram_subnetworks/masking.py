@@ -1,4 +1,4 @@
-"""Binary masks over named weights and the continuous-sparsification machinery (paper-spec §3).
+"""Binary masks over named weights and the continuous-sparsification machinery (docs/method.md §3).
 
 `Mask` is an immutable value keyed by the model's own parameter names. `ContinuousSparsification`
 holds one trainable score per maskable weight; its soft mask is sigmoid(β·s) (Savarese et al.
@@ -121,7 +121,7 @@ class Mask:
 
 
 class ContinuousSparsification(nn.Module):
-    """Trainable scores s per weight; soft mask sigmoid(β·s), hard mask s > 0 (paper §3).
+    """Trainable scores s per weight; soft mask sigmoid(β·s), hard mask s > 0 (docs/method.md §3).
 
     Scores start at 0 (soft mask 0.5). Weights that are exactly zero start at -1e6, i.e. off, as
     in the reference code. β is a buffer so it is saved with the scores.

@@ -1,4 +1,4 @@
-"""How much two subnetworks share, against a permutation null (paper-spec §6).
+"""How much two subnetworks share, against a permutation null (docs/method.md §8).
 
 Masks are compared over output-unit blocks (`architectures.UnitBlock`: attn_q/k/v/o, mlp_in/out
 per layer, rows = output units), so this module needs no architecture knowledge. Two nulls:
@@ -284,50 +284,18 @@ def null_samples(
     _validate(null_model, permutations)
     check_pair(a, b, blocks)
     started = time.perf_counter()
-    total = np.zeros(permutations, dtype=np.int64)
     mean = var = 0.0
-    running: deque[list[tuple[int, Future]]] = deque()  # sampling tasks of recent blocks
-
-    def collect(keep: int) -> None:
-        while len(running) > keep:
-            for start, future in running.popleft():
-                values = future.result()
-                total[start : start + len(values)] += values
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with _NullSums(permutations, threads) as sums:
         for index, block in enumerate(blocks):
             va, vb = _views(a, b, block)
             if null_model == "entries":
-                n, k_a, k_b = va.numel(), _count(va), _count(vb)
-                # One hypergeometric draw per sample: exact for a uniform entry shuffle.
-                total += _generator(seed, index).hypergeometric(k_b, n - k_b, k_a, permutations)
-                mean += k_a * k_b / n
-                var += k_a * k_b * (n - k_a) * (n - k_b) / (n * n * (n - 1)) if n > 1 else 0.0
-                continue
-            # Built while the pool samples earlier blocks; at most _LOOKAHEAD + 1 G alive.
-            g = row_intersections(va, vb)
-            block_mean, block_var = g.moments()
+                rng = _generator(seed, index)
+                draws, block_mean, block_var = _entries_block(va, vb, rng, permutations)
+                sums.total += draws
+            else:
+                block_mean, block_var = _rows_block(sums, va, vb, block, index, seed)
             mean, var = mean + block_mean, var + block_var
-            log.debug(
-                "block %d (layer %d %s): %d of %d units sampled, mean %.1f",
-                index,
-                block.layer,
-                block.block,
-                len(g.rows),
-                g.n_units,
-                block_mean,
-            )
-            collect(keep=_LOOKAHEAD)
-            if g.rows.size == 0:
-                continue  # no row of A shares an input with a row of B: always 0
-            chunk = max(1, min(permutations, _DRAWS_PER_TASK // g.n_units))
-            tasks = []
-            for start in range(0, permutations, chunk):
-                rng = _generator(seed, index, start // chunk)
-                size = min(chunk, permutations - start)
-                tasks.append((start, pool.submit(_rows_samples, g, rng, size)))
-            running.append(tasks)
-        collect(keep=0)
+        sums.collect(keep=0)
     log.info(
         "%s null: %d samples over %d blocks in %.2f s",
         null_model,
@@ -335,7 +303,86 @@ def null_samples(
         len(blocks),
         time.perf_counter() - started,
     )
-    return total, mean, var
+    return sums.total, mean, var
+
+
+def _entries_block(
+    va: torch.Tensor, vb: torch.Tensor, rng: np.random.Generator, size: int
+) -> tuple[np.ndarray, float, float]:
+    """One block under the entries null: ``size`` samples of its overlap and their exact mean and
+    variance. Shuffling the kept entries within the block makes the overlap exactly
+    hypergeometric(n, k_A, k_B), so each sample is one draw, not a shuffle."""
+    n, k_a, k_b = va.numel(), _count(va), _count(vb)
+    draws = rng.hypergeometric(k_b, n - k_b, k_a, size)
+    mean = k_a * k_b / n
+    var = k_a * k_b * (n - k_a) * (n - k_b) / (n * n * (n - 1)) if n > 1 else 0.0
+    return draws, mean, var
+
+
+def _rows_block(
+    sums: _NullSums,
+    va: torch.Tensor,
+    vb: torch.Tensor,
+    block: UnitBlock,
+    index: int,
+    seed: int,
+) -> tuple[float, float]:
+    """One block under the rows null: its G and exact mean and variance, with its samples
+    queued on ``sums``. G is built while the pool samples earlier blocks."""
+    g = row_intersections(va, vb)
+    block_mean, block_var = g.moments()
+    log.debug(
+        "block %d (layer %d %s): %d of %d units sampled, mean %.1f",
+        index,
+        block.layer,
+        block.block,
+        len(g.rows),
+        g.n_units,
+        block_mean,
+    )
+    sums.collect(keep=_LOOKAHEAD)  # at most _LOOKAHEAD + 1 G alive
+    if g.rows.size:  # else no row of A shares an input with a row of B: always 0
+        sums.submit_rows(g, seed, index)
+    return block_mean, block_var
+
+
+class _NullSums:
+    """Null samples summed over blocks (``total``, int64, so exact in any order), with the thread
+    pool that draws the rows null's samples.
+
+    A block's samples are split into tasks of at most about `_DRAWS_PER_TASK` row draws, each
+    with its own generator, so neither the split nor the draws depend on the number of threads.
+    Tasks of the last blocks stay pending while the next G is built; `collect` bounds how many.
+    """
+
+    def __init__(self, permutations: int, threads: int) -> None:
+        self.permutations = permutations
+        self.total = np.zeros(permutations, dtype=np.int64)
+        self._running: deque[list[tuple[int, Future]]] = deque()  # sampling tasks per block
+        self._pool = ThreadPoolExecutor(max_workers=threads)
+
+    def __enter__(self) -> _NullSums:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pool.shutdown(wait=True)  # as ThreadPoolExecutor's own exit: raising or not
+
+    def submit_rows(self, g: RowIntersections, seed: int, index: int) -> None:
+        """Queue the samples Σ_i G[i, π(i)] of block ``index``."""
+        chunk = max(1, min(self.permutations, _DRAWS_PER_TASK // g.n_units))
+        tasks = []
+        for start in range(0, self.permutations, chunk):
+            rng = _generator(seed, index, start // chunk)
+            size = min(chunk, self.permutations - start)
+            tasks.append((start, self._pool.submit(_rows_samples, g, rng, size)))
+        self._running.append(tasks)
+
+    def collect(self, keep: int) -> None:
+        """Add the oldest blocks' samples to ``total`` until at most ``keep`` blocks are pending."""
+        while len(self._running) > keep:
+            for start, future in self._running.popleft():
+                values = future.result()
+                self.total[start : start + len(values)] += values
 
 
 def overlap_summary(
@@ -348,7 +395,7 @@ def overlap_summary(
     seed: int,
     threads: int = 1,
 ) -> dict[str, float | int | str]:
-    """Actual overlap of A and B and its permutation null (paper-spec §6).
+    """Actual overlap of A and B and its permutation null (docs/method.md §8).
 
     With N = all maskable weights: ``overlap`` = |A∩B|/N, ``fraction_a_in_b`` = |A∩B|/|A|,
     ``density_a`` = |A|/N, ``density_b`` = |B|/N. ``expected_overlap`` and ``null_std`` are the
@@ -362,42 +409,12 @@ def overlap_summary(
     started = time.perf_counter()
     check_pair(a, b, blocks)
     samples, mean, var = null_samples(
-        a,
-        b,
-        blocks,
-        null_model=null_model,
-        permutations=permutations,
-        seed=seed,
-        threads=threads,
+        a, b, blocks, null_model=null_model, permutations=permutations, seed=seed, threads=threads
     )
-    n_total = a.n_total
-    n_a = sum(_count(t.cpu()) for t in a.tensors.values())
-    n_b = sum(_count(t.cpu()) for t in b.tensors.values())
-    n_both = sum(
-        _count(np.logical_and(t.cpu().numpy(), b.tensors[name].cpu().numpy()))
-        for name, t in a.tensors.items()
-    )
-    at_least = int((samples >= n_both).sum())
-    sample_mean = float(samples.mean())
-    sample_std = float(samples.std(ddof=1)) if permutations > 1 else 0.0
-    z_score = (n_both - sample_mean) / sample_std if sample_std > 0 else float("nan")
+    counts = _count_columns(a, b)
     summary: dict[str, float | int | str] = {
-        "n_total": n_total,
-        "n_a": n_a,
-        "n_b": n_b,
-        "n_both": n_both,
-        "overlap": n_both / n_total,
-        "fraction_a_in_b": n_both / n_a if n_a else float("nan"),
-        "density_a": n_a / n_total,
-        "density_b": n_b / n_total,
-        "expected_overlap": sample_mean / n_total,
-        "expected_overlap_exact": mean / n_total,
-        "null_std": sample_std / n_total,
-        "null_std_exact": float(np.sqrt(var)) / n_total,
-        "z_score": z_score,
-        "n_null_at_least_actual": at_least,
-        "p_value": (at_least + 1) / (permutations + 1),
-        "p_value_paper": at_least / permutations,
+        **counts,
+        **_null_columns(samples, mean, var, counts["n_both"], counts["n_total"]),
         "null_model": null_model,
         "permutations": permutations,
         "null_seed": seed,
@@ -407,12 +424,54 @@ def overlap_summary(
         summary["overlap"],
         summary["expected_overlap"],
         summary["null_std"],
-        z_score,
+        summary["z_score"],
         summary["p_value"],
         summary["fraction_a_in_b"],
         time.perf_counter() - started,
     )
     return summary
+
+
+def _count_columns(a: Mask, b: Mask) -> dict[str, int | float]:
+    """The summary's actual counts: N, |A|, |B|, |A∩B| over all weights, and their ratios."""
+    n_total = a.n_total
+    n_a = sum(_count(t.cpu()) for t in a.tensors.values())
+    n_b = sum(_count(t.cpu()) for t in b.tensors.values())
+    n_both = sum(
+        _count(np.logical_and(t.cpu().numpy(), b.tensors[name].cpu().numpy()))
+        for name, t in a.tensors.items()
+    )
+    return {
+        "n_total": n_total,
+        "n_a": n_a,
+        "n_b": n_b,
+        "n_both": n_both,
+        "overlap": n_both / n_total,
+        "fraction_a_in_b": n_both / n_a if n_a else float("nan"),
+        "density_a": n_a / n_total,
+        "density_b": n_b / n_total,
+    }
+
+
+def _null_columns(
+    samples: np.ndarray, mean: float, var: float, n_both: int, n_total: int
+) -> dict[str, int | float]:
+    """The summary's null columns (see `overlap_summary`) from the null samples, the null's
+    exact mean and variance, and the actual overlap count."""
+    permutations = len(samples)
+    at_least = int((samples >= n_both).sum())
+    sample_mean = float(samples.mean())
+    sample_std = float(samples.std(ddof=1)) if permutations > 1 else 0.0
+    return {
+        "expected_overlap": sample_mean / n_total,
+        "expected_overlap_exact": mean / n_total,
+        "null_std": sample_std / n_total,
+        "null_std_exact": float(np.sqrt(var)) / n_total,
+        "z_score": (n_both - sample_mean) / sample_std if sample_std > 0 else float("nan"),
+        "n_null_at_least_actual": at_least,
+        "p_value": (at_least + 1) / (permutations + 1),
+        "p_value_paper": at_least / permutations,
+    }
 
 
 BREAKDOWN_COLUMNS = (
@@ -450,47 +509,64 @@ def overlap_breakdown(
     """
     _validate(null_model, 1)
     check_pair(a, b, blocks)
-    frames = []
-    for block in blocks:
-        va, vb = (v.numpy() for v in _views(a, b, block))
-        n_units = block.view_shape[0]
-        split = bool(per_head and block.block in ATTENTION_BLOCKS and block.num_heads)
-        heads = block.num_heads if split else 1
-        col_a = _axis_counts(va, 0).astype(np.float64)
-        col_b = _axis_counts(vb, 0).astype(np.float64)
+    frames = [_block_breakdown(a, b, block, null_model, per_head) for block in blocks]
+    return _in_model_order(pd.concat(frames, ignore_index=True))
 
-        def per_piece(t: np.ndarray, block=block, split=split, heads=heads) -> np.ndarray:
-            if not split:
-                return np.array([_count(t)])
-            return _axis_counts(t, 1 - block.head_axis).reshape(heads, -1).sum(1)
 
-        n_a, n_b, n_both = per_piece(va), per_piece(vb), per_piece(va & vb)
-        n_block = va.size
-        n_piece = n_block // heads
-        if null_model == "entries":
-            expected = np.full(heads, n_piece * col_a.sum() * col_b.sum() / n_block**2)
-        elif split and block.head_axis == 1:  # attn_o heads own input columns
-            expected = (col_a * col_b).reshape(heads, -1).sum(1) / n_units
-        else:  # pieces made of rows: equal shares of the block's mean
-            expected = np.full(heads, (col_a @ col_b) / n_units / heads)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "layer": block.layer,
-                    "block": block.block,
-                    "head": pd.array(list(range(heads)) if split else [None], dtype="Int64"),
-                    "n_total": n_piece,
-                    "n_a": n_a,
-                    "n_b": n_b,
-                    "n_both": n_both,
-                    "frac_shared": n_both / n_piece,
-                    "frac_only_a": (n_a - n_both) / n_piece,
-                    "frac_only_b": (n_b - n_both) / n_piece,
-                    "expected_both": expected,
-                }
-            )
-        )
-    table = pd.concat(frames, ignore_index=True)
+def _block_breakdown(
+    a: Mask, b: Mask, block: UnitBlock, null_model: str, per_head: bool
+) -> pd.DataFrame:
+    """`overlap_breakdown`'s rows of one block: one per attention head if split, else one."""
+    va, vb = (v.numpy() for v in _views(a, b, block))
+    split = bool(per_head and block.block in ATTENTION_BLOCKS and block.num_heads)
+    heads = block.num_heads if split else 1
+    n_a, n_b, n_both = (_piece_counts(t, block, split) for t in (va, vb, va & vb))
+    n_piece = va.size // heads
+    return pd.DataFrame(
+        {
+            "layer": block.layer,
+            "block": block.block,
+            "head": pd.array(list(range(heads)) if split else [None], dtype="Int64"),
+            "n_total": n_piece,
+            "n_a": n_a,
+            "n_b": n_b,
+            "n_both": n_both,
+            "frac_shared": n_both / n_piece,
+            "frac_only_a": (n_a - n_both) / n_piece,
+            "frac_only_b": (n_b - n_both) / n_piece,
+            "expected_both": _expected_both(va, vb, block, split, heads, null_model),
+        }
+    )
+
+
+def _piece_counts(t: np.ndarray, block: UnitBlock, split: bool) -> np.ndarray:
+    """Kept entries of each piece of a bool [units, inputs] view: of each attention head if
+    ``split`` (q/k/v: its output units; attn_o: its input features), else of the whole block."""
+    if not split:
+        return np.array([_count(t)])
+    return _axis_counts(t, 1 - block.head_axis).reshape(block.num_heads, -1).sum(1)
+
+
+def _expected_both(
+    va: np.ndarray, vb: np.ndarray, block: UnitBlock, split: bool, heads: int, null_model: str
+) -> np.ndarray:
+    """E|A'∩B'| of each of the block's ``heads`` pieces, both masks permuted within the whole
+    block (the formulas are in `overlap_breakdown`); it needs only the column counts."""
+    n_units = block.view_shape[0]
+    col_a = _axis_counts(va, 0).astype(np.float64)
+    col_b = _axis_counts(vb, 0).astype(np.float64)
+    n_block = va.size
+    n_piece = n_block // heads
+    if null_model == "entries":
+        return np.full(heads, n_piece * col_a.sum() * col_b.sum() / n_block**2)
+    if split and block.head_axis == 1:  # attn_o heads own input columns
+        return (col_a * col_b).reshape(heads, -1).sum(1) / n_units
+    # pieces made of rows: equal shares of the block's mean
+    return np.full(heads, (col_a @ col_b) / n_units / heads)
+
+
+def _in_model_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows by layer, then block in `BLOCKS` (forward, not alphabetical) order, then head."""
     order = table["block"].map({name: i for i, name in enumerate(BLOCKS)})
     keys = pd.DataFrame({"layer": table["layer"], "order": order, "head": table["head"]})
     return table.loc[keys.sort_values(["layer", "order", "head"]).index].reset_index(drop=True)

@@ -25,6 +25,26 @@ _RENAMED = {
     "fraction_a_in_b": "ours_in_theirs",
 }
 
+# parity_row's headline columns, in this order; the rest follow in overlap_summary's order.
+_LEADING = (
+    "n_total",
+    "n_ours",
+    "n_theirs",
+    "n_both",
+    "kept_fraction_ours",
+    "kept_fraction_theirs",
+    "first_mlp_kept_ours",
+    "first_mlp_share_ours",
+    "first_mlp_kept_theirs",
+    "first_mlp_share_theirs",
+    "overlap",
+    "expected_overlap",
+    "p_value",
+    "jaccard",
+    "ours_in_theirs",
+    "theirs_in_ours",
+)
+
 
 def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else float("nan")
@@ -50,35 +70,25 @@ def parity_row(
     n_ours, n_theirs, n_both = row["n_ours"], row["n_theirs"], row["n_both"]
     row["theirs_in_ours"] = _ratio(n_both, n_theirs)
     row["jaccard"] = _ratio(n_both, n_ours + n_theirs - n_both)
-    layers = layer_summary(
-        overlap_breakdown(ours, theirs, blocks, null_model=null["null_model"], per_head=False)
-    )
-    first_mlp = layers[(layers["layer"] == 0) & (layers["part"] == "mlp")]
-    kept = {
-        "ours": int(first_mlp["n_a"].sum()),
-        "theirs": int(first_mlp["n_b"].sum()),
-    }
+    kept = _first_mlp_kept(ours, theirs, blocks, null["null_model"])
     for who, total in (("ours", n_ours), ("theirs", n_theirs)):
         row[f"first_mlp_kept_{who}"] = kept[who]
         row[f"first_mlp_share_{who}"] = _ratio(kept[who], total)
-    leading = [
-        "n_total",
-        "n_ours",
-        "n_theirs",
-        "n_both",
-        "kept_fraction_ours",
-        "kept_fraction_theirs",
-        "first_mlp_kept_ours",
-        "first_mlp_share_ours",
-        "first_mlp_kept_theirs",
-        "first_mlp_share_theirs",
-        "overlap",
-        "expected_overlap",
-        "p_value",
-        "jaccard",
-        "ours_in_theirs",
-        "theirs_in_ours",
-    ]
-    return {key: row[key] for key in leading} | {
-        key: value for key, value in row.items() if key not in leading
+    return {key: row[key] for key in _LEADING} | {
+        key: value for key, value in row.items() if key not in _LEADING
+    }
+
+
+def _first_mlp_kept(
+    ours: Mask, theirs: Mask, blocks: Sequence[UnitBlock], null_model: str
+) -> dict[str, int]:
+    """Kept weights of each mask in layer 0's MLP (mlp_in and mlp_out), where the paper finds
+    the bigram subnetwork concentrated; read off the per-layer breakdown."""
+    layers = layer_summary(
+        overlap_breakdown(ours, theirs, blocks, null_model=null_model, per_head=False)
+    )
+    first_mlp = layers[(layers["layer"] == 0) & (layers["part"] == "mlp")]
+    return {
+        "ours": int(first_mlp["n_a"].sum()),
+        "theirs": int(first_mlp["n_b"].sum()),
     }

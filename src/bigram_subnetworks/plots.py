@@ -293,7 +293,7 @@ def overlap(blocks: pd.DataFrame) -> Figure:
     MLP, against the count expected under the permutation null (first seed)."""
     table = blocks[blocks["seed"] == blocks["seed"].min()].copy()
     table["part"] = table["block"].str.startswith("attn").map({True: "attention", False: "MLP"})
-    pairs = list(table.groupby(["model", "bigram", "optimal"], sort=True))
+    pairs = list(table.groupby(["model", "bigram_lam", "optimal_lam"], sort=True))
     figure, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 3.6), squeeze=False)
     width = 0.2
     for ax, ((model, bigram, optimal), rows) in zip(axes[0], pairs, strict=True):

@@ -1,9 +1,9 @@
 """Pretraining a small causal LM from scratch with log-spaced checkpoints.
 
 The paper studies bigram subnetworks across Pythia's log-spaced pretraining checkpoints (step 0,
-128, 256, 512, 1000, …; paper §3). The embedded default has no hub access, so it pretrains tiny
-models of the registry's families (GPT-NeoX, GPT-2, the Llama layout) here and saves checkpoints
-at log-spaced steps.
+128, 256, 512, 1000, …; docs/method.md §11). The embedded default has no hub access, so it
+pretrains tiny models of the registry's families (GPT-NeoX, GPT-2, the Llama layout) here and
+saves checkpoints at log-spaced steps.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -146,6 +147,41 @@ class _Window:
         return means
 
 
+@dataclass
+class _RunState:
+    """What a pretraining run carries from step to step, and what its resume snapshot keeps:
+    the history rows, the last eval loss, the loss windows since the last eval and log line, and
+    the last step done (−1: none, not even the checkpoint at step 0)."""
+
+    rows: list = field(default_factory=list)
+    last_eval: float = math.nan
+    since_eval: _Window = field(default_factory=_Window)
+    since_log: _Window = field(default_factory=_Window)
+    done: int = -1
+
+    def snapshot(self, step: int, model, optimizer) -> dict[str, Any]:
+        return {
+            "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": rng_states(), "rows": self.rows, "last_eval": self.last_eval,
+            "since_eval": self.since_eval.state(), "since_log": self.since_log.state(),
+        }  # fmt: skip
+
+    @classmethod
+    def restored(cls, saved: dict[str, Any] | None, model, optimizer) -> _RunState:
+        state = cls()
+        if saved is None:
+            return state
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_states(saved["rng"])
+        state.done, state.rows = saved["step"], list(saved["rows"])
+        state.last_eval = saved["last_eval"]
+        state.since_eval.restore(saved["since_eval"])
+        state.since_log.restore(saved["since_log"])
+        log.info("resumed after step %d", state.done)
+        return state
+
+
 def pretrain(
     model: PreTrainedModel,
     train_tokens: np.ndarray,
@@ -167,19 +203,10 @@ def pretrain(
     torch.manual_seed(cfg.seed)  # GPT-2's dropout draws from the global generator
     optimizer = _optimizer(model, cfg)
     eval_set, checkpoints = eval_tokens[: cfg.eval_sequences], set(cfg.checkpoint_steps)
-    since_eval, since_log, rows, last_eval = _Window(), _Window(), [], math.nan
-    saved, done = (resume.load() if resume is not None else None), -1
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        set_rng_states(saved["rng"])
-        done, rows, last_eval = saved["step"], list(saved["rows"]), saved["last_eval"]
-        since_eval.restore(saved["since_eval"])
-        since_log.restore(saved["since_log"])
-        log.info("resumed after step %d", done)
+    run = _RunState.restored(resume.load() if resume is not None else None, model, optimizer)
     # Step s ≥ 1 trains on batch s − 1.
-    batches = seeded_batches(train_tokens, cfg.batch_size, cfg.seed, start=max(done, 0))
-    for step in range(done + 1, cfg.steps + 1):
+    batches = seeded_batches(train_tokens, cfg.batch_size, cfg.seed, start=max(run.done, 0))
+    for step in range(run.done + 1, cfg.steps + 1):
         lr = learning_rate(step, cfg)
         if step > 0:
             model.train()
@@ -188,34 +215,21 @@ def pretrain(
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining diverged: loss {loss} at step {step}")
             ms = 1000 * (time.perf_counter() - started)
-            since_eval.add(loss, ms)
-            since_log.add(loss, ms)
+            run.since_eval.add(loss, ms)
+            run.since_log.add(loss, ms)
         if step % cfg.eval_every == 0 or step in checkpoints:
-            last_eval = eval_loss(model, eval_set, cfg.batch_size)
-            train_loss, ms = since_eval.drain()
-            rows.append((step, train_loss, last_eval, lr, ms))
+            run.last_eval = eval_loss(model, eval_set, cfg.batch_size)
+            train_loss, ms = run.since_eval.drain()
+            run.rows.append((step, train_loss, run.last_eval, lr, ms))
         if step in checkpoints:
             save_checkpoint(step, model)
         if step % cfg.log_every == 0:
-            train_loss, ms = since_log.drain()
-            log.info(
-                "step %d | loss %.3f | eval %.2f | lr %.1e | %.0f ms/step",
-                step, train_loss, last_eval, lr, ms,
-            )  # fmt: skip
+            train_loss, ms = run.since_log.drain()
+            log.info("step %d | loss %.3f | eval %.2f | lr %.1e | %.0f ms/step",
+                     step, train_loss, run.last_eval, lr, ms)  # fmt: skip
         if resume is not None and resume.due(step) and 0 < step < cfg.steps:
-            resume.save(
-                {
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_states(),
-                    "rows": rows,
-                    "last_eval": last_eval,
-                    "since_eval": since_eval.state(),
-                    "since_log": since_log.state(),
-                }
-            )
-    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+            resume.save(run.snapshot(step, model, optimizer))
+    return pd.DataFrame(run.rows, columns=list(HISTORY_COLUMNS))
 
 
 def save_checkpoint_dir(

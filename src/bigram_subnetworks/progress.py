@@ -33,10 +33,11 @@ def duration(seconds: float) -> str:
 
 class Progress:
     """Counts ``total`` units of work called ``unit`` and logs a line to ``logger``:
-    `what unit n/total | fields… | ms/unit | ETA …`. Lines come at the first unit, then every
-    ``every`` units when given (training: `log_every` steps, so logs are comparable run to run),
-    else at most every ``every_s`` seconds, and at the last unit. ``bar`` (default:
-    `interactive()`) also shows a tqdm bar. ``start`` units were done before (a resumed run).
+    `what unit n/total | fields… | ms/unit | ETA …`, ms/unit over the units since the previous
+    line (the current speed: a shared machine's load shows in it). Lines come at the first
+    unit, then every ``every`` units when given (training: `log_every` steps, so logs are
+    comparable run to run), else at most every ``every_s`` seconds, and at the last unit.
+    ``bar`` (default: `interactive()`) also shows a tqdm bar. ``start`` units were done before (a resumed run).
 
     The ETA is the mean time per unit so far times the units left: an upper bound where work may
     end early (mask training stops once the mask is decided).
@@ -55,7 +56,7 @@ class Progress:
     ) -> None:
         self.total, self.what, self.logger, self.unit = total, what, logger, unit
         self.every, self.every_s = every, every_s
-        self.done = self.start = start
+        self.done = self.start = self.logged = start
         self.started = self.last_log = time.perf_counter()
         self._bar = None
         if bar if bar is not None else interactive():
@@ -86,11 +87,12 @@ class Progress:
             if fields:
                 self._bar.set_postfix({k: _format(v) for k, v in fields.items()}, refresh=False)
         if self._due(now):
-            self.last_log = now
+            recent = 1000 * (now - self.last_log) / (self.done - self.logged)
+            self.last_log, self.logged = now, self.done
             elapsed = now - self.started
             parts = [f"{self.what} {self.unit} {self.done}/{self.total}"]
             parts += [f"{name} {_format(value)}" for name, value in fields.items()]
-            parts.append(f"{1000 * elapsed / (self.done - self.start):.0f} ms/{self.unit}")
+            parts.append(f"{recent:.0f} ms/{self.unit}")
             parts.append(f"ETA {duration(self.eta())}" if self.done < self.total else
                          f"done in {duration(elapsed)}")  # fmt: skip
             self.logger.info(" | ".join(parts))

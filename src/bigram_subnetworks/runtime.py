@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -10,16 +12,32 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .settings import PRECISIONS
+
+log = logging.getLogger(__name__)
+
 
 def default_device(device: torch.device | str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on the CPU (bf16 matmuls are slow there)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str = "auto"):
+    """The precision of a forward (`settings.PRECISIONS`): "auto" is bf16 autocast on CUDA and
+    full precision on the CPU, where bf16 matrix products are slow unless the CPU has native
+    bf16 instructions; "bf16" autocasts on any device; "fp32" never does."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        if device.type == "cpu":
+            _check_cpu_bf16()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _check_cpu_bf16() -> None:
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("bf16 on a CPU without native bf16 instructions: expect slower steps than fp32")
 
 
 def seeded_batches(

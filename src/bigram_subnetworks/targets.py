@@ -1,4 +1,4 @@
-"""What a mask is trained to reproduce (paper-spec §3–4).
+"""What a mask is trained to reproduce (docs/method.md §5).
 
 A target turns the masked model's logits and the input ids into the cross-entropy
 -Σ_v P(v | position) · log q(v), averaged over all positions (including the last), in nats.
@@ -161,9 +161,10 @@ class TeacherTarget:
     parameters for one call only, so the same module serves as frozen teacher and masked student.
     """
 
-    def __init__(self, model: nn.Module, vocab_size: int) -> None:
+    def __init__(self, model: nn.Module, vocab_size: int, precision: str = "auto") -> None:
         self.model = model
         self.vocab_size = vocab_size
+        self.precision = precision  # of the teacher's forward (`runtime.autocast`)
 
     def to(self, device: torch.device | str) -> TeacherTarget:
         """The teacher is the trained model itself, which `train_mask` moves."""
@@ -174,16 +175,19 @@ class TeacherTarget:
         return self.cross_entropy_log_probs(log_q, input_ids)
 
     def cross_entropy_log_probs(self, log_q: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast(input_ids.device):
+        with torch.no_grad(), autocast(input_ids.device, self.precision):
             teacher = model_logits(self.model, input_ids)
             p = F.softmax(truncate_logits(teacher, self.vocab_size).float(), dim=-1)
         return -(p * log_q).sum(-1).mean()
 
 
-def make_target(kind: str, model: nn.Module, bigrams: BigramModel) -> Target:
-    """The training target by name: ``bigram`` (paper-spec §3) or ``optimal`` (§4)."""
+def make_target(
+    kind: str, model: nn.Module, bigrams: BigramModel, precision: str = "auto"
+) -> Target:
+    """The training target by name: ``bigram`` (docs/method.md §5) or ``optimal`` (§4), whose
+    teacher forward runs at the training step's ``precision``."""
     if kind == "bigram":
         return BigramTarget(bigrams, device=next(model.parameters()).device)
     if kind == "optimal":
-        return TeacherTarget(model, bigrams.vocab_size)
+        return TeacherTarget(model, bigrams.vocab_size, precision)
     raise ValueError(f"unknown target {kind!r}: expected 'bigram' or 'optimal'")

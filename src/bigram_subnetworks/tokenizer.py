@@ -1,8 +1,8 @@
 """tokenizer: byte-level BPE for the models pretrained in the pipeline, and tokenizer loading.
 
 GPT-2/Pythia style (byte-level, no prefix space, "<|endoftext|>" as EOS/BOS/UNK) so the default's
-tiny models see text the way the paper's models do (paper spec §2). Hub tokenizers are loaded from
-local directories only; downloading is the download rule's job.
+tiny models see text the way the paper's models do (docs/method.md §1). Hub tokenizers are
+loaded from local directories only; downloading is the download rule's job.
 """
 
 from __future__ import annotations

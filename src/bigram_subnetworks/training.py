@@ -1,4 +1,4 @@
-"""The mask-training loop: continuous sparsification against a target (paper-spec §3).
+"""The mask-training loop: continuous sparsification against a target (docs/method.md §4).
 
 loss = CE(target, masked model) + λ · Σσ(βs)/|M|; AdamW on the scores only; β ← β·growth after
 every optimizer step; early stop when the undecided weights are < 1% of the kept ones; up to
@@ -22,12 +22,11 @@ import torch
 from torch import nn
 
 from .architectures import maskable_parameters
-from .config import SENTINELS
 from .masking import ContinuousSparsification, Mask
 from .progress import Progress, StepCallback
 from .resume import Resume, rng_states, set_rng_states
 from .runtime import autocast, default_device, model_logits, seeded_batches
-from .settings import MaskTrainingConfig
+from .settings import SENTINELS, MaskTrainingConfig
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -66,8 +65,9 @@ def sentinel_mask(model: nn.Module, label: str) -> Mask:
 def is_stable(
     losses: np.ndarray, window: int, absolute: float, relative: float, recovery_steps: int
 ) -> tuple[bool, str]:
-    """Reject a loss curve with an unrecovered spike (paper §3), following the authors' check
-    (`check_loss_stability` in tylerachang/bigram-subnetworks, paper_code/utils/circuit_utils.py).
+    """Reject a loss curve with an unrecovered spike (docs/method.md §4), following the authors'
+    check (`check_loss_stability` in tylerachang/bigram-subnetworks,
+    paper_code/utils/circuit_utils.py).
 
     Every loss from the second on (index i ≥ 1) is compared with the mean of the up to
     ``window`` losses before it (a window that grows from one loss until it is full, so the
@@ -97,13 +97,13 @@ def _step(model, cs, target, optimizer, batch, cfg, device) -> tuple[float, floa
     """One optimizer step. The masked weights W ⊙ σ(βs) are formed once and shared by every
     micro-batch (each backpropagates into their gradients, the loss divided by grad_accum), then
     `ContinuousSparsification.backward_scores` carries those gradients and the penalty's through
-    σ(βs) to the scores. The caller grows β afterwards (paper §3)."""
+    σ(βs) to the scores. The caller grows β afterwards (docs/method.md §4)."""
     optimizer.zero_grad(set_to_none=True)
     weights = {name: model.get_parameter(name) for name in cs.names}
     masked, penalty = cs.masked_weights(weights)
     xent = 0.0
     for micro in batch.to(device).split(cfg.micro_batch):
-        with autocast(device):
+        with autocast(device, cfg.precision):
             logits = model_logits(model, micro, masked)
         loss = target.cross_entropy(logits, micro) / cfg.grad_accum
         loss.backward()
@@ -114,9 +114,9 @@ def _step(model, cs, target, optimizer, batch, cfg, device) -> tuple[float, floa
 
 
 def score_optimizer(cs: ContinuousSparsification, cfg: MaskTrainingConfig) -> torch.optim.AdamW:
-    """AdamW on the scores only (paper §3: PyTorch's defaults, weight decay on the scores). The
-    fused implementation updates 106M scores in one pass (4x faster than the default loop on
-    the CPU, measured); it computes the same update."""
+    """AdamW on the scores only (docs/method.md §4: PyTorch's defaults, weight decay on the
+    scores). The fused implementation updates 106M scores in one pass (4x faster than the default
+    loop on the CPU, measured); it computes the same update."""
     return torch.optim.AdamW(
         cs.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
     )
@@ -126,6 +126,19 @@ def _history_row(attempt, step, xent, penalty, cfg, on, undecided, numel, beta, 
     """One row of `HISTORY_COLUMNS`."""
     loss = xent + cfg.lam * penalty
     return (attempt, step, xent, penalty, loss, on / numel, undecided / numel, beta, ms)
+
+
+def _stopped(xent: float, on: int, undecided: int, step: int, attempt: int, cfg) -> bool:
+    """Whether an attempt ends after this step (logging why): a non-finite loss, or the
+    early-stop rule (undecided < 1% of kept, docs/method.md §4; also once nothing is undecided,
+    since an all-off mask would otherwise run to max_steps: 0 < 0.01·0 never holds)."""
+    if not math.isfinite(xent):
+        log.warning("attempt %d: non-finite loss at step %d, stopping it", attempt, step)
+        return True
+    if undecided < cfg.early_stop_fraction * on or undecided == 0:
+        log.info("attempt %d: early stop at step %d (%d undecided)", attempt, step, undecided)
+        return True
+    return False
 
 
 def train_attempt(
@@ -152,9 +165,7 @@ def train_attempt(
         done, rows = start["step"], list(start["rows"])
         log.info("attempt %d: resumed after step %d", attempt, done)
     batches = seeded_batches(tokens, cfg.batch_size, seed=cfg.seed * 1000 + attempt, start=done)
-    progress = Progress(
-        cfg.max_steps, f"attempt {attempt}", log, unit="step", every=cfg.log_every, start=done
-    )
+    progress = Progress(cfg.max_steps, f"attempt {attempt}", log, "step", cfg.log_every, start=done)
     with progress:
         for step in range(done + 1, cfg.max_steps + 1):
             started = time.perf_counter()
@@ -164,33 +175,17 @@ def train_attempt(
             beta = float(cs.beta)
             cs.anneal(cfg.beta_growth)
             ms = 1000 * (time.perf_counter() - started)
-            rows.append(
-                _history_row(attempt, step, xent, penalty, cfg, on, undecided, cs.numel, beta, ms)
-            )
+            row = _history_row(attempt, step, xent, penalty, cfg, on, undecided, cs.numel, beta, ms)
+            rows.append(row)
             if on_step is not None:
-                on_step(dict(zip(HISTORY_COLUMNS, rows[-1], strict=True)))
-            progress.advance(
-                xent=xent, penalty=penalty, on=on / cs.numel, undecided=undecided / cs.numel,
-                beta=beta,
-            )  # fmt: skip
-            if not math.isfinite(xent):
-                log.warning("attempt %d: non-finite loss at step %d, stopping it", attempt, step)
-                break
-            # Stop when undecided < 1% of kept; also once nothing is undecided (an all-off mask
-            # would otherwise run to max_steps, since 0 < 0.01·0 never holds). docs/method.md §4
-            if undecided < cfg.early_stop_fraction * on or undecided == 0:
-                log.info("attempt %d: early stop at step %d (%d undecided)", attempt, step,
-                         undecided)  # fmt: skip
+                on_step(dict(zip(HISTORY_COLUMNS, row, strict=True)))
+            fractions = {"on": on / cs.numel, "undecided": undecided / cs.numel}
+            progress.advance(xent=xent, penalty=penalty, **fractions, beta=beta)
+            if _stopped(xent, on, undecided, step, attempt, cfg):
                 break
             if snapshot is not None and step < cfg.max_steps:
-                snapshot(
-                    {
-                        "step": step,
-                        "scores": cs.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rows": rows,
-                    }
-                )
+                state = {"scores": cs.state_dict(), "optimizer": optimizer.state_dict()}
+                snapshot({"step": step, **state, "rows": rows})
     return cs.hard(), rows
 
 
@@ -242,6 +237,24 @@ class Attempt:
                    state["reason"])  # fmt: skip
 
 
+def _restored(saved: dict[str, Any] | None) -> list[Attempt]:
+    """The attempts a resume snapshot had finished (and its RNG states, set); none without one."""
+    if saved is None:
+        return []
+    set_rng_states(saved["rng"])
+    return [Attempt.from_state(state) for state in saved["tried"]]
+
+
+def _checked(attempt: int, mask: Mask, rows: list[tuple], cfg: MaskTrainingConfig) -> Attempt:
+    """A finished attempt with the stability check's verdict on its loss curve."""
+    xents = np.array([row[HISTORY_COLUMNS.index("xent")] for row in rows])
+    stable, reason = is_stable(
+        xents, cfg.spike_window, cfg.spike_absolute, cfg.spike_relative, cfg.spike_recovery_steps
+    )
+    log.info("attempt %d: %s after %d steps", attempt, reason, len(rows))
+    return Attempt(attempt, mask, rows, stable, reason)
+
+
 def _chosen(tried: Sequence[Attempt], attempts: int) -> Attempt:
     """The first stable attempt; if none is, the finite one with the lowest final loss (the
     authors keep all of them: docs/method.md §13)."""
@@ -279,10 +292,7 @@ def train_mask(
         p.requires_grad_(False)
     target = target.to(device)
     saved = resume.load() if resume is not None else None
-    tried: list[Attempt] = []
-    if saved is not None:
-        set_rng_states(saved["rng"])
-        tried = [Attempt.from_state(state) for state in saved["tried"]]
+    tried = _restored(saved)
 
     def snapshot(attempt: int, state: dict[str, Any]) -> None:
         if resume is None or not resume.due(state["step"]):
@@ -296,14 +306,8 @@ def train_mask(
             model, target, tokens, cfg, attempt, device, start,
             snapshot=lambda state, attempt=attempt: snapshot(attempt, state), on_step=on_step,
         )  # fmt: skip
-        xents = np.array([row[HISTORY_COLUMNS.index("xent")] for row in rows])
-        stable, reason = is_stable(
-            xents, cfg.spike_window, cfg.spike_absolute, cfg.spike_relative,
-            cfg.spike_recovery_steps,
-        )  # fmt: skip
-        log.info("attempt %d: %s after %d steps", attempt, reason, len(rows))
-        tried.append(Attempt(attempt, mask, rows, stable, reason))
-        if stable:
+        tried.append(_checked(attempt, mask, rows, cfg))
+        if tried[-1].stable:
             break
     if resume is not None:
         resume.clear()

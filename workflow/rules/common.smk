@@ -2,25 +2,23 @@
 import os
 import re
 from argparse import Namespace
+from dataclasses import asdict
 
-from bigram_subnetworks import __version__
-from bigram_subnetworks.config import SENTINELS, TARGETS, Grid, validate_config
+from bigram_subnetworks import paths
+from bigram_subnetworks.codehash import code_hash
+from bigram_subnetworks.config import SENTINELS, TARGETS, validate_config
+from bigram_subnetworks.grid import Grid
 
-validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
-GRID = Grid(config)
+# The typed configuration (a ConfigError naming every problem otherwise, before any job).
+CONFIG = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+GRID = Grid(CONFIG)
 GRID.check_hub_families()
 # One Hugging Face home (hub and datasets caches) for every job of the run, local or on a cluster
 # (SLURM jobs inherit this environment); set before any job imports transformers.
-if config["huggingface"]["home"]:
-    os.environ.update(HF_HOME=os.path.abspath(config["huggingface"]["home"]))
+if CONFIG.huggingface.home:
+    os.environ.update(HF_HOME=os.path.abspath(CONFIG.huggingface.home))
 MASK_JOBS = GRID.mask_jobs()
 PRETRAINED = GRID.pretrained_models()
-MASK_DIR = "results/masks/{model}/{revision}/{target}/lam-{lam}/seed-{seed}"
-OVERLAP_DIR = "results/overlap/{model}/{revision}/bigram-{bigram}/optimal-{optimal}/seed-{seed}"
-ABLATION_DIR = "results/ablation/{model}/{revision}/{target}/lam-{lam}/seed-{seed}"
-LENS_DIR = "results/lens/{model}/{revision}/lam-{lam}/seed-{seed}"
-RELEASED_DIR = "results/released/{model}/lam-{lam}"
-PARITY_DIR = "results/parity/{model}/lam-{lam}"
 # Configured λ labels and the sentinels: everything `train_mask` makes (not size-matched ones).
 TRAINED_LABELS = "|".join(map(re.escape, [*GRID.lambdas, *SENTINELS]))
 
@@ -37,9 +35,16 @@ wildcard_constraints:
     revision=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     target="|".join(TARGETS),
     lam="|".join(map(re.escape, [*GRID.lambdas, *SENTINELS, *GRID.matched_labels])),
-    bigram="|".join(map(re.escape, GRID.lambdas)),
-    optimal="|".join(map(re.escape, [*GRID.lambdas, *GRID.matched_labels])),
+    # λ labels of the two masks of an overlap pair, and the bigram one a size is matched to.
+    bigram_lam="|".join(map(re.escape, GRID.lambdas)),
+    optimal_lam="|".join(map(re.escape, [*GRID.lambdas, *GRID.matched_labels])),
     seed=r"\d+",
+
+
+def library_code(script):
+    """A hash of the library modules the rule's script imports (`codehash`): a rule parameter,
+    so an edit to that code reruns the rule's jobs, and only theirs."""
+    return code_hash(os.path.join(workflow.basedir, "workflow", "scripts", f"{script}.py"))
 
 
 def model_checkpoints(wildcards):
@@ -57,6 +62,11 @@ def model_checkpoints(wildcards):
     return rules.pretrain.output.checkpoints.format(model=wildcards.model)
 
 
+def section(name):
+    """A config section as the plain mapping a script reads."""
+    return asdict(getattr(CONFIG, name))
+
+
 def model_dir(wildcards):
     """The loadable directory of one revision (inside `model_checkpoints` for pretrained ones)."""
     return GRID.model_directory(wildcards.model, wildcards.revision)
@@ -64,7 +74,7 @@ def model_dir(wildcards):
 
 def hub_model(wildcards):
     """The model's `hub` section (hub id, local directory or package; GGUF file)."""
-    return GRID.models[wildcards.model]["hub"]
+    return GRID.models[wildcards.model].hub.as_dict()
 
 
 def hub_tokenizer(wildcards):
@@ -73,7 +83,7 @@ def hub_tokenizer(wildcards):
 
 def tokenizer_model_snapshot(wildcards):
     """The final snapshot of the model whose own tokenizer this is (none for a hub repo's)."""
-    model = GRID.tokenizers[wildcards.tokenizer].get("model")
+    model = GRID.tokenizers[wildcards.tokenizer].model
     return [] if model is None else GRID.model_directory(model, GRID.final_revision(model))
 
 
@@ -133,29 +143,35 @@ def download_outputs():
         for revision in GRID.revisions(model)
     ]
     released = [
-        f"{RELEASED_DIR}/subnetwork.pickle".format(model=model, lam=lam)
+        f"{paths.RELEASED_DOWNLOAD}/subnetwork.pickle".format(model=model, lam=lam)
         for model, lam in GRID.released_runs()
     ]
-    return models + [f"results/tokenizers/{name}" for name in GRID.hub_tokenizers()] + released
+    return models + [GRID.tokenizer_directory(name) for name in GRID.hub_tokenizers()] + released
 
 
 def tokenizer_vocab_size(wildcards):
-    return GRID.tokenizers[wildcards.tokenizer]["vocab_size"]
+    return GRID.tokenizers[wildcards.tokenizer].vocab_size
+
+
+def tokenizer_of_split(wildcards):
+    """The tokenizer directory a corpus is cut with (trained here, or downloaded)."""
+    return GRID.tokenizer_directory(wildcards.tokenizer)
 
 
 def tokenizer_dir(wildcards):
-    return f"results/tokenizers/{GRID.tokenizer_of(wildcards.model)}"
+    return GRID.tokenizer_directory(GRID.tokenizer_of(wildcards.model))
 
 
 def model_tokens(split):
     def tokens(wildcards):
-        return f"results/tokens/{GRID.tokenizer_of(wildcards.model)}/{split}.npy"
+        tokenizer = GRID.tokenizer_of(wildcards.model)
+        return f"{paths.TOKENS}/{split}.npy".format(tokenizer=tokenizer)
 
     return tokens
 
 
 def model_bigrams(wildcards):
-    return f"results/bigrams/{GRID.tokenizer_of(wildcards.model)}/counts.npz"
+    return f"{paths.BIGRAMS}/counts.npz".format(tokenizer=GRID.tokenizer_of(wildcards.model))
 
 
 def model_arch(wildcards):
@@ -163,7 +179,7 @@ def model_arch(wildcards):
 
 
 def pretrain_params(wildcards):
-    return GRID.models[wildcards.model]["pretrain"]
+    return dict(GRID.models[wildcards.model].pretrain)
 
 
 def mask_training_params(wildcards):
@@ -177,26 +193,32 @@ def size_matching_params(wildcards):
 
 
 def mask_outputs(name):
-    return [f"{MASK_DIR}/{name}".format(**vars(job)) for job in MASK_JOBS]
+    return [f"{paths.MASK}/{name}".format(**vars(job)) for job in MASK_JOBS]
+
+
+def trained_mask_outputs(name):
+    """A file of every trained mask (the sentinels are not trained)."""
+    return [f"{paths.MASK}/{name}".format(**vars(j)) for j in MASK_JOBS if j.lam not in SENTINELS]
 
 
 def overlap_outputs(name):
-    return [f"{OVERLAP_DIR}/{name}".format(**vars(job)) for job in GRID.overlap_jobs()]
+    return [f"{paths.OVERLAP}/{name}".format(**vars(job)) for job in GRID.overlap_jobs()]
 
 
 def ablation_outputs(name):
-    return [f"{ABLATION_DIR}/{name}".format(**vars(job)) for job in GRID.ablation_jobs()]
+    return [f"{paths.ABLATION}/{name}".format(**vars(job)) for job in GRID.ablation_jobs()]
 
 
 def lens_outputs(name):
-    return [f"{LENS_DIR}/{name}".format(**vars(job)) for job in GRID.lens_jobs()]
+    return [f"{paths.LENS}/{name}".format(**vars(job)) for job in GRID.lens_jobs()]
 
 
 def mask_file(target, lam, name="mask.safetensors"):
-    """A mask file of the same model, revision and seed, for another target and λ."""
+    """A mask file of the same model, revision and seed, for another target and the λ label in
+    wildcard ``lam``."""
 
     def path(wildcards):
-        return f"{MASK_DIR}/{name}".format(
+        return f"{paths.MASK}/{name}".format(
             model=wildcards.model,
             revision=wildcards.revision,
             target=target,
@@ -211,14 +233,14 @@ def configured_optimal_metas(wildcards):
     """meta.json of the configured optimal subnetworks of the same model, revision and seed: their
     sizes seed the size-matching search."""
     return [
-        f"{MASK_DIR}/meta.json".format(
+        f"{paths.MASK}/meta.json".format(
             model=wildcards.model,
             revision=wildcards.revision,
             target="optimal",
             lam=label,
             seed=wildcards.seed,
         )
-        for label in config["optimal_masks"]["final"]
+        for label in CONFIG.optimal_masks.final
     ]
 
 
@@ -227,7 +249,7 @@ def control_seed(section):
     each mask seed gets its own control, reproducibly."""
 
     def seed(wildcards):
-        return config[section]["random_seed"] * 1000 + int(wildcards.seed)
+        return getattr(CONFIG, section).random_seed * 1000 + int(wildcards.seed)
 
     return seed
 
@@ -252,12 +274,12 @@ def model_revisions():
 
 
 def eval_sequences_per_model():
-    return {name: GRID.models[name]["pretrain"]["eval_sequences"] for name in PRETRAINED}
+    return {name: GRID.models[name].pretrain["eval_sequences"] for name in PRETRAINED}
 
 
 def models_of(name):
     """A per-model output of every model pretrained here."""
-    return expand(f"results/models/{{model}}/{name}", model=PRETRAINED)
+    return [f"{paths.PRETRAINED}/{name}".format(model=model) for model in PRETRAINED]
 
 
 def per_model_tokenizer(path):
@@ -284,7 +306,7 @@ def final_model_dir(wildcards):
 
 def our_released_counterpart(wildcards):
     """Our bigram subnetwork at the released mask's model and λ (final checkpoint, first seed)."""
-    return f"{MASK_DIR}/mask.safetensors".format(
+    return f"{paths.MASK}/mask.safetensors".format(
         model=wildcards.model,
         revision=GRID.final_revision(wildcards.model),
         target="bigram",
@@ -299,4 +321,6 @@ def released_identity(wildcards):
 
 
 def parity_outputs():
-    return [f"{PARITY_DIR}/parity.json".format(model=m, lam=lam) for m, lam in GRID.released_runs()]
+    return [
+        f"{paths.PARITY}/parity.json".format(model=m, lam=lam) for m, lam in GRID.released_runs()
+    ]

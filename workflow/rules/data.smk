@@ -1,10 +1,10 @@
-# Corpus, tokenizers, fixed-length token sequences and bigram counts (paper-spec §2).
+# Corpus, tokenizers, fixed-length token sequences and bigram counts (docs/method.md §1–§2).
 
 
 rule corpus:
     output:
-        documents="results/corpus/documents.jsonl",
-        meta="results/corpus/meta.json",
+        documents=f"{paths.CORPUS}/documents.jsonl",
+        meta=f"{paths.CORPUS}/meta.json",
     log:
         "logs/corpus.log",
     conda:
@@ -13,7 +13,8 @@ rule corpus:
     resources:
         mem_mb=4000,
     params:
-        corpus=config["corpus"],
+        corpus=section("corpus"),
+        code=library_code("corpus"),
     script:
         "../scripts/corpus.py"
 
@@ -22,7 +23,7 @@ rule train_tokenizer:
     input:
         documents=rules.corpus.output.documents,
     output:
-        tokenizer=directory("results/tokenizers/{tokenizer}"),
+        tokenizer=directory(paths.TOKENIZER),
     log:
         "logs/train_tokenizer/{tokenizer}.log",
     wildcard_constraints:
@@ -34,6 +35,7 @@ rule train_tokenizer:
         mem_mb=4000,
     params:
         vocab_size=tokenizer_vocab_size,
+        code=library_code("train_tokenizer"),
     script:
         "../scripts/train_tokenizer.py"
 
@@ -42,7 +44,7 @@ rule download_tokenizer:
     input:
         model=tokenizer_model_snapshot,
     output:
-        tokenizer=directory("results/tokenizers/{tokenizer}"),
+        tokenizer=directory(paths.HUB_TOKENIZER),
     log:
         "logs/download_tokenizer/{tokenizer}.log",
     wildcard_constraints:
@@ -63,13 +65,13 @@ rule download_tokenizer:
 rule tokenize:
     input:
         documents=rules.corpus.output.documents,
-        tokenizer=rules.train_tokenizer.output.tokenizer,
+        tokenizer=tokenizer_of_split,
     output:
-        bigrams="results/tokens/{tokenizer}/train.npy",
-        mask_train="results/tokens/{tokenizer}/mask_train.npy",
-        lens_fit="results/tokens/{tokenizer}/lens_fit.npy",
-        eval="results/tokens/{tokenizer}/eval.npy",
-        meta="results/tokens/{tokenizer}/meta.json",
+        bigrams=f"{paths.TOKENS}/train.npy",
+        mask_train=f"{paths.TOKENS}/mask_train.npy",
+        lens_fit=f"{paths.TOKENS}/lens_fit.npy",
+        eval=f"{paths.TOKENS}/eval.npy",
+        meta=f"{paths.TOKENS}/meta.json",
     log:
         "logs/tokenize/{tokenizer}.log",
     conda:
@@ -78,13 +80,14 @@ rule tokenize:
     resources:
         mem_mb=4000,
     params:
-        seq_len=config["corpus"]["seq_len"],
-        eval_fraction=config["corpus"]["eval_fraction"],
-        split_seed=config["corpus"]["split_seed"],
-        train_sequences=config["corpus"]["train_sequences"],
-        bigram_sequences=config["corpus"]["bigram_sequences"],
-        lens_sequences=config["residual_stream"]["fit_sequences"],
-        eval_sequences=config["corpus"]["eval_sequences"],
+        seq_len=CONFIG.corpus.seq_len,
+        eval_fraction=CONFIG.corpus.eval_fraction,
+        split_seed=CONFIG.corpus.split_seed,
+        train_sequences=CONFIG.corpus.train_sequences,
+        bigram_sequences=CONFIG.corpus.bigram_sequences,
+        lens_sequences=CONFIG.residual_stream.fit_sequences,
+        eval_sequences=CONFIG.corpus.eval_sequences,
+        code=library_code("tokenize"),
     script:
         "../scripts/tokenize.py"
 
@@ -93,14 +96,14 @@ rule count_bigrams:
     input:
         tokens=rules.tokenize.output.bigrams,
         meta=rules.tokenize.output.meta,
-        tokenizer=rules.train_tokenizer.output.tokenizer,
+        tokenizer=tokenizer_of_split,
     output:
-        counts="results/bigrams/{tokenizer}/counts.npz",
-        meta="results/bigrams/{tokenizer}/meta.json",
+        counts=f"{paths.BIGRAMS}/counts.npz",
+        meta=f"{paths.BIGRAMS}/meta.json",
     log:
         "logs/count_bigrams/{tokenizer}.log",
     benchmark:
-        "results/benchmarks/count_bigrams/{tokenizer}.tsv"
+        f"{paths.BENCHMARKS}/count_bigrams/{{tokenizer}}.tsv"
     # Every mask waits for the counts: run them before the long pretraining jobs take the cores.
     priority: 10
     conda:
@@ -108,5 +111,7 @@ rule count_bigrams:
     threads: 2
     resources:
         mem_mb=4000,
+    params:
+        code=library_code("count_bigrams"),
     script:
         "../scripts/count_bigrams.py"

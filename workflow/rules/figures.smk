@@ -3,6 +3,7 @@
 FIGURE_TABLES = {
     "r_vs_size": rules.collect_metrics.output.summary,
     "kept_by_layer": rules.collect_metrics.output.layers,
+    "training_curves": rules.collect_histories.output.table,
     "pretraining": rules.summarize_pretraining.output.table,
     "overlap": rules.collect_overlap.output.blocks,
     "ablation": rules.collect_ablation.output.summary,
@@ -19,12 +20,12 @@ rule plot:
         table=lambda wildcards: FIGURE_TABLES[wildcards.figure],
     output:
         png=report(
-            "results/figures/{figure}.png",
+            f"{paths.FIGURES}/{{figure}}.png",
             caption="../report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}"},
         ),
-        pdf="results/figures/{figure}.pdf",
+        pdf=f"{paths.FIGURES}/{{figure}}.pdf",
     log:
         "logs/plot/{figure}.log",
     wildcard_constraints:
@@ -34,6 +35,8 @@ rule plot:
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        code=library_code("plot"),
     script:
         "../scripts/plot.py"
 
@@ -41,3 +44,15 @@ rule plot:
 rule figures_all:
     input:
         expand(rules.plot.output, figure=FIGURE_TABLES),
+
+
+rule tables_all:
+    input:
+        rules.collect_metrics.output,
+        rules.collect_histories.output,
+        rules.summarize_pretraining.output if PRETRAINED else [],
+        rules.collect_overlap.output,
+        rules.collect_ablation.output,
+        rules.collect_lens.output,
+        rules.summarize_dynamics.output,
+        rules.collect_parity.output if GRID.released_runs() else [],

@@ -1,5 +1,5 @@
 # Subnetworks: one mask per model × checkpoint × target × λ × seed, its evaluation, and the
-# tidy tables. Targets: `bigram` (paper-spec §3) and `optimal` (the full model itself, §4).
+# tidy tables. Targets: `bigram` and `optimal` (the full model itself); docs/method.md §3–§7.
 
 
 rule train_mask:
@@ -8,13 +8,13 @@ rule train_mask:
         tokens=model_tokens("mask_train"),
         bigrams=model_bigrams,
     output:
-        mask=f"{MASK_DIR}/mask.safetensors",
-        history=f"{MASK_DIR}/history.tsv",
-        meta=f"{MASK_DIR}/meta.json",
+        mask=f"{paths.MASK}/mask.safetensors",
+        history=f"{paths.MASK}/history.tsv",
+        meta=f"{paths.MASK}/meta.json",
     log:
-        "logs/train_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.log",
+        f"logs/train_mask/{paths.MASK_KEY}.log",
     benchmark:
-        "results/benchmarks/train_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.tsv"
+        f"{paths.BENCHMARKS}/train_mask/{paths.MASK_KEY}.tsv"
     wildcard_constraints:
         lam=TRAINED_LABELS,
     priority: critical_path_priority
@@ -28,60 +28,60 @@ rule train_mask:
     params:
         model_dir=model_dir,
         training=mask_training_params,
-        version=__version__,
+        code=library_code("train_mask"),
         # Not an output: Snakemake removes the outputs of a killed job, the snapshots must stay.
-        resume_dir="results/resume/train_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}",
+        resume_dir=f"{paths.RESUME}/train_mask/{paths.MASK_KEY}",
     script:
         "../scripts/train_mask.py"
 
 
 rule match_mask_size:
     input:
-        bigram_meta=mask_file("bigram", "bigram", "meta.json"),
+        bigram_meta=mask_file("bigram", "bigram_lam", "meta.json"),
         optimal_metas=configured_optimal_metas,
         checkpoints=model_checkpoints,
         tokens=model_tokens("mask_train"),
         bigrams=model_bigrams,
     output:
-        mask="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/mask.safetensors",
-        history="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/history.tsv",
-        meta="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/meta.json",
-        search="results/masks/{model}/{revision}/optimal/lam-match-{bigram}/seed-{seed}/search.tsv",
+        mask=f"{paths.MATCHED_MASK}/mask.safetensors",
+        history=f"{paths.MATCHED_MASK}/history.tsv",
+        meta=f"{paths.MATCHED_MASK}/meta.json",
+        search=f"{paths.MATCHED_MASK}/search.tsv",
     log:
-        "logs/match_mask_size/{model}/{revision}/lam-match-{bigram}/seed-{seed}.log",
+        f"logs/match_mask_size/{paths.MATCHED_KEY}.log",
     benchmark:
-        "results/benchmarks/match_mask_size/{model}/{revision}/lam-match-{bigram}/seed-{seed}.tsv"
+        f"{paths.BENCHMARKS}/match_mask_size/{paths.MATCHED_KEY}.tsv"
     priority: 1
     conda:
         "../../envs/pipeline.yaml"
     threads: model_threads
     resources:
         mem_mb=model_resource("mem_mb", 4000),
-        # One training per bisection step.
+        # One training per search step.
         runtime=model_resource("runtime", 120, times=GRID.size_matching()["max_iterations"]),
         gpu=model_gpu,
     params:
         model_dir=model_dir,
         matching=size_matching_params,
-        version=__version__,
+        code=library_code("match_mask_size"),
     script:
         "../scripts/match_mask_size.py"
 
 
 rule evaluate_mask:
     input:
-        mask=f"{MASK_DIR}/mask.safetensors",
-        meta=f"{MASK_DIR}/meta.json",
+        mask=f"{paths.MASK}/mask.safetensors",
+        meta=f"{paths.MASK}/meta.json",
         checkpoints=model_checkpoints,
         tokens=model_tokens("eval"),
         bigrams=model_bigrams,
     output:
-        metrics=f"{MASK_DIR}/metrics.json",
-        layers=f"{MASK_DIR}/layers.tsv",
+        metrics=f"{paths.MASK}/metrics.json",
+        layers=f"{paths.MASK}/layers.tsv",
     log:
-        "logs/evaluate_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.log",
+        f"logs/evaluate_mask/{paths.MASK_KEY}.log",
     benchmark:
-        "results/benchmarks/evaluate_mask/{model}/{revision}/{target}/lam-{lam}/seed-{seed}.tsv"
+        f"{paths.BENCHMARKS}/evaluate_mask/{paths.MASK_KEY}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: model_threads
@@ -93,7 +93,7 @@ rule evaluate_mask:
         model_dir=model_dir,
         evaluation=model_evaluation,
         fidelity=wants_fidelity,
-        version=__version__,
+        code=library_code("evaluate_mask"),
     script:
         "../scripts/evaluate_mask.py"
 
@@ -103,15 +103,15 @@ rule collect_metrics:
         metrics=mask_outputs("metrics.json"),
         layers=mask_outputs("layers.tsv"),
     output:
-        metrics="results/tables/metrics.tsv",
+        metrics=f"{paths.TABLES}/metrics.tsv",
         summary=report(
-            "results/tables/metrics_summary.tsv",
+            f"{paths.TABLES}/metrics_summary.tsv",
             caption="../report/tables/metrics_summary.rst",
             category="Tables",
             labels={"table": "metrics_summary"},
         ),
         layers=report(
-            "results/tables/layers.tsv",
+            f"{paths.TABLES}/layers.tsv",
             caption="../report/tables/layers.rst",
             category="Tables",
             labels={"table": "layers"},
@@ -126,5 +126,52 @@ rule collect_metrics:
     params:
         archs=model_archs(),
         revisions=model_revisions(),
+        code=library_code("collect_metrics"),
     script:
         "../scripts/collect_metrics.py"
+
+
+rule collect_histories:
+    input:
+        histories=trained_mask_outputs("history.tsv"),
+        metas=trained_mask_outputs("meta.json"),
+    output:
+        table=f"{paths.TABLES}/training_curves.tsv",
+    log:
+        "logs/collect_histories.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        archs=model_archs(),
+        revisions=model_revisions(),
+        code=library_code("collect_histories"),
+    script:
+        "../scripts/collect_histories.py"
+
+
+rule summarize_dynamics:
+    input:
+        metrics=rules.collect_metrics.output.metrics,
+        layers=rules.collect_metrics.output.layers,
+    output:
+        table=report(
+            f"{paths.TABLES}/dynamics.tsv",
+            caption="../report/tables/dynamics.rst",
+            category="Tables",
+            labels={"table": "dynamics"},
+        ),
+    log:
+        "logs/summarize_dynamics.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        lambdas=list(CONFIG.bigram_masks.intermediate),
+        code=library_code("summarize_dynamics"),
+    script:
+        "../scripts/summarize_dynamics.py"

@@ -1,10 +1,10 @@
 # Models: tiny ones pretrained here with log-spaced checkpoints (and how they compare with
-# bigrams), or hub snapshots, one per revision, downloaded on the head node.
+# bigrams), or hub snapshots, one per revision, downloaded on the head node into resources/.
 
 
 rule download_model:
     output:
-        model=directory("results/models/{model}/hub/{revision}"),
+        model=directory(paths.SNAPSHOT),
     log:
         "logs/download_model/{model}/{revision}.log",
     wildcard_constraints:
@@ -34,13 +34,13 @@ rule pretrain:
         eval=model_tokens("eval"),
         tokenizer=tokenizer_dir,
     output:
-        checkpoints=directory("results/models/{model}/checkpoints"),
-        history="results/models/{model}/history.tsv",
-        meta="results/models/{model}/meta.json",
+        checkpoints=directory(f"{paths.PRETRAINED}/checkpoints"),
+        history=f"{paths.PRETRAINED}/history.tsv",
+        meta=f"{paths.PRETRAINED}/meta.json",
     log:
         "logs/pretrain/{model}.log",
     benchmark:
-        "results/benchmarks/pretrain/{model}.tsv"
+        f"{paths.BENCHMARKS}/pretrain/{{model}}.tsv"
     wildcard_constraints:
         model=one_of(PRETRAINED),
     conda:
@@ -52,9 +52,9 @@ rule pretrain:
     params:
         arch=model_arch,
         pretrain=pretrain_params,
-        version=__version__,
+        code=library_code("pretrain"),
         # Not an output: Snakemake removes the outputs of a killed job, the snapshots must stay.
-        resume_dir="results/resume/pretrain/{model}",
+        resume_dir=f"{paths.RESUME}/pretrain/{{model}}",
     script:
         "../scripts/pretrain.py"
 
@@ -62,11 +62,11 @@ rule pretrain:
 rule summarize_pretraining:
     input:
         histories=models_of("history.tsv"),
-        eval_tokens=per_model_tokenizer("results/tokens/{tokenizer}/eval.npy"),
-        bigrams=per_model_tokenizer("results/bigrams/{tokenizer}/counts.npz"),
+        eval_tokens=per_model_tokenizer(f"{paths.TOKENS}/eval.npy"),
+        bigrams=per_model_tokenizer(f"{paths.BIGRAMS}/counts.npz"),
     output:
         table=report(
-            "results/tables/pretraining.tsv",
+            f"{paths.TABLES}/pretraining.tsv",
             caption="../report/tables/pretraining.rst",
             category="Tables",
             labels={"table": "pretraining"},
@@ -79,7 +79,8 @@ rule summarize_pretraining:
     resources:
         mem_mb=4000,
     params:
-        models=list(GRID.models),
+        models=PRETRAINED,
         eval_sequences=eval_sequences_per_model(),
+        code=library_code("summarize_pretraining"),
     script:
         "../scripts/summarize_pretraining.py"

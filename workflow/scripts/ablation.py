@@ -9,7 +9,6 @@ from bigram_subnetworks.masking import Mask
 logs.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 w = snakemake.wildcards
-settings = snakemake.params.ablation
 evaluation_settings = snakemake.params.evaluation
 vocab_size = BigramModel(BigramCounts.load(snakemake.input.bigrams)).vocab_size
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=vocab_size)
@@ -23,7 +22,7 @@ mask.check_matches(model, source=snakemake.input.mask)
 seed = snakemake.params.control_seed
 table = ablation.ablation(model, mask, tokens, vocab_size, batch_size, seed)
 texts = ablation.generations(
-    model, tokenizer.load_tokenizer(checkpoint), mask, seed, **settings["generation"]
+    model, tokenizer.load_tokenizer(checkpoint), mask, seed, **snakemake.params.generation
 )
 identity = {**w, "seed": int(w.seed)}
 io.write_table(table.assign(**identity), snakemake.output.ablation)

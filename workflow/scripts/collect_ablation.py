@@ -10,15 +10,11 @@ from bigram_subnetworks import io, logs, tables
 logs.setup(snakemake.log[0])
 archs, revisions = snakemake.params.archs, snakemake.params.revisions
 read = partial(pd.read_csv, sep="\t", dtype={"lam": str}, keep_default_na=False)
-ablation = tables.tidy(
-    pd.concat(map(read, snakemake.input.ablations)), archs, revisions=revisions
-)
+ablation = tables.tidy(pd.concat(map(read, snakemake.input.ablations)), archs, revisions=revisions)
 keys = ["model", "arch", "revision", "checkpoint", "step", "target", "lam", "condition"]
 values = ["n_kept", "mean_surprisal_bits", "std_surprisal_bits"]
 summary = tables.summarize_seeds(ablation, keys, values)
-texts = tables.tidy(
-    pd.concat(map(read, snakemake.input.generations)), archs, revisions=revisions
-)
+texts = tables.tidy(pd.concat(map(read, snakemake.input.generations)), archs, revisions=revisions)
 io.write_table(ablation, snakemake.output.ablation)
 io.write_table(summary, snakemake.output.summary)
 io.write_table(texts, snakemake.output.generations)

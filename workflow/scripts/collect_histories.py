@@ -12,4 +12,5 @@ identities = [{**{key: meta[key] for key in keys}, "seed": int(meta["seed"])} fo
 histories = [pd.read_csv(path, sep="\t") for path in snakemake.input.histories]
 curves = tables.training_curves(histories, identities)
 params = snakemake.params
-io.write_table(tables.tidy(curves, params.archs, revisions=params.revisions), snakemake.output.table)
+curves = tables.tidy(curves, params.archs, revisions=params.revisions)
+io.write_table(curves, snakemake.output.table)

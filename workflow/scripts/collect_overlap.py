@@ -7,14 +7,13 @@ from bigram_subnetworks import io, logs, tables
 
 logs.setup(snakemake.log[0])
 archs, revisions = snakemake.params.archs, snakemake.params.revisions
-overlap = pd.DataFrame(map(io.read_json, snakemake.input.summaries)).astype(
-    {"bigram": str, "optimal": str}
-)
+labels = {"bigram_lam": str, "optimal_lam": str}
+overlap = pd.DataFrame(map(io.read_json, snakemake.input.summaries)).astype(labels)
 overlap = tables.tidy(overlap, archs, revisions=revisions)
-keys = ["model", "arch", "revision", "checkpoint", "step", "bigram", "optimal", "null_model"]
+keys = ["model", "arch", "revision", "checkpoint", "step", "bigram_lam", "optimal_lam"]
+keys.append("null_model")
 values = [c for c in overlap.select_dtypes("number").columns if c not in [*keys, "seed"]]
 summary = tables.summarize_seeds(overlap, keys, values)
-labels = {"bigram": str, "optimal": str}
 blocks = [pd.read_csv(path, sep="\t", dtype=labels) for path in snakemake.input.blocks]
 blocks = tables.tidy(pd.concat(blocks, ignore_index=True), archs, revisions=revisions)
 io.write_table(overlap, snakemake.output.overlap)

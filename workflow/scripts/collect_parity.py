@@ -7,6 +7,4 @@ from bigram_subnetworks import io, logs, tables
 logs.setup(snakemake.log[0])
 rows = pd.DataFrame(map(io.read_json, snakemake.input.parity)).astype({"lam": str})
 params = snakemake.params
-io.write_table(
-    tables.tidy(rows, params.archs, revisions=params.revisions), snakemake.output.parity
-)
+io.write_table(tables.tidy(rows, params.archs, revisions=params.revisions), snakemake.output.parity)

@@ -16,7 +16,7 @@ bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 model = io.load_model(snakemake.params.model_dir)
 io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
-target = targets.make_target("optimal", model, bigrams)
+target = targets.make_target("optimal", model, bigrams, matching["training"]["precision"])
 found = training.match_size(
     lambda lam: training.train_mask(
         model, target, tokens, training.MaskTrainingConfig(**matching["training"], lam=lam)
@@ -29,7 +29,7 @@ found = training.match_size(
 )
 result = found.result
 meta = io.provenance(
-    rule="match_mask_size", **w, target="optimal", lam=f"match-{w.bigram}", lam_value=found.lam,
+    rule="match_mask_size", **w, target="optimal", lam=f"match-{w.bigram_lam}", lam_value=found.lam,
     matched=found.matched, goal_n_kept=goal, matching=matching, attempt=result.attempt,
     steps=result.steps, stable=result.stable, outcome=result.reason,
     n_kept=result.mask.n_kept, n_total=result.mask.n_total,

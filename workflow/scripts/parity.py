@@ -4,17 +4,8 @@ from bigram_subnetworks import architectures, io, logs, parity
 from bigram_subnetworks.masking import Mask
 
 logs.setup(snakemake.log[0])
-settings = snakemake.params.overlap
 ours, theirs = Mask.load(snakemake.input.ours), Mask.load(snakemake.input.theirs)
 blocks = architectures.checkpoint_unit_blocks(snakemake.params.model_dir, ours.shapes)
-row = parity.parity_row(
-    ours,
-    theirs,
-    blocks,
-    null_model=settings["null_model"],
-    permutations=settings["permutations"],
-    seed=settings["seed"],
-    threads=snakemake.threads,
-)
+row = parity.parity_row(ours, theirs, blocks, **snakemake.params.null, threads=snakemake.threads)
 identity = {**snakemake.wildcards, **snakemake.params.identity, **snakemake.params.source}
 io.write_json({**identity, **row}, snakemake.output.parity)

@@ -13,7 +13,7 @@ bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 model = io.load_model(snakemake.params.model_dir)
 io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
-target = targets.make_target(w.target, model, bigrams)
+target = targets.make_target(w.target, model, bigrams, cfg.precision)
 every = snakemake.config["resume"]["mask_every"]
 resume = training.resume_for(snakemake.params.resume_dir, every, cfg)
 result = training.fit_mask(model, target, tokens, cfg, label=w.lam, resume=resume)
