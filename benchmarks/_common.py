@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger("bench")
 
@@ -233,7 +234,22 @@ def emit(pairs: dict[str, float | int | str]) -> None:
     print(text, flush=True)
 
 
-def mask_config(batch_size: int, lam: float = 10.0, learning_rate: float = 5e-5):
+def plain_step(model, optimizer, ids: torch.Tensor, precision: str = "fp32") -> None:
+    """One step of plain fine-tuning: every weight trainable, hard-label CE on the next tokens
+    (``precision`` bf16: the forward under CPU autocast, as our masked step with precision
+    bf16)."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(input_ids=ids).logits
+    logits = logits.float()
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    loss.backward()
+    optimizer.step()
+
+
+def mask_config(
+    batch_size: int, lam: float = 10.0, learning_rate: float = 5e-5, precision: str = "auto"
+):
     """The paper's hyperparameters (λ, lr, β×1.001, AdamW wd 0.01), no grad accumulation."""
     from bigram_subnetworks.training import MaskTrainingConfig
 
@@ -241,5 +257,5 @@ def mask_config(batch_size: int, lam: float = 10.0, learning_rate: float = 5e-5)
         lam=lam, learning_rate=learning_rate, weight_decay=0.01, beta_growth=1.001,
         max_steps=10**6, batch_size=batch_size, grad_accum=1, early_stop_fraction=0.01,
         attempts=1, spike_window=10, spike_absolute=0.25, spike_relative=1.25,
-        spike_recovery_steps=100, log_every=100, seed=0,
+        spike_recovery_steps=100, log_every=100, seed=0, precision=precision,
     )  # fmt: skip

@@ -21,7 +21,6 @@ import gc
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from _common import (
     QUICK,
     emit,
@@ -29,6 +28,7 @@ from _common import (
     log,
     mask_config,
     median,
+    plain_step,
     setup,
     tiny_neox,
     zipf_tokens,
@@ -45,14 +45,6 @@ BATCH, SEQ, LAM, LR = 16, 128, 10.0, 5e-5
 N_SEQUENCES = 1_600 if QUICK else 16_000  # 0.2M or 2.05M tokens
 REPS = {4096: 2 if QUICK else 15, 50304: 2 if QUICK else 8}
 CPU = torch.device("cpu")
-
-
-def plain_step(model, optimizer, ids: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    logits = model(input_ids=ids).logits
-    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-    loss.backward()
-    optimizer.step()
 
 
 def measure(vocab: int) -> dict[str, float]:

@@ -11,6 +11,9 @@ Every variant trains on the same batch, interleaved round by round:
          stricter baseline (on the CPU PyTorch's default AdamW loop costs ~1.5 s at 135M).
   ours   `training._step` (soft masks, masked forward, sparse `BigramTarget`, AdamW on the
          scores) plus `decision_counts`, as `train_attempt` runs them every step.
+  plain_fused_bf16, ours_bf16  the same two with the matrix products under CPU bf16 autocast
+         (`precision: bf16`; the logits and the loss stay fp32 in ours): fast where the CPU has
+         native bf16 instructions (AVX512-BF16, AMX), slow where it has not.
   ref    the paper's loop (see _reference.py): NeuroSurgeon 0.1.0 `CircuitModel`, a dense
          float64 [batch, seq, V] target built on the CPU, soft-target CE + λ·Σσ/|M|, AdamW,
          undecided count, temperature ×1.001.
@@ -27,8 +30,17 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from _common import QUICK, emit, interleaved, log, mask_config, median, setup, zipf_tokens
+from _common import (
+    QUICK,
+    emit,
+    interleaved,
+    log,
+    mask_config,
+    median,
+    plain_step,
+    setup,
+    zipf_tokens,
+)
 from torch.profiler import ProfilerActivity, profile
 
 from bigram_subnetworks.architectures import maskable_parameters
@@ -72,14 +84,6 @@ def real_smollm2():
     return model.eval()
 
 
-def plain_step(model, optimizer, ids: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    logits = model(input_ids=ids).logits
-    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-    loss.backward()
-    optimizer.step()
-
-
 @torch.no_grad()
 def plain_forward(model, tokens: np.ndarray) -> None:
     model(input_ids=torch.from_numpy(np.asarray(tokens, np.int64)))
@@ -108,19 +112,26 @@ def main() -> None:
     variants = {
         "plain": lambda: plain_step(plain, plain_opt, ids),
         "plain_fused": lambda: plain_step(fused, fused_opt, ids),
+        "plain_fused_bf16": lambda: plain_step(fused, fused_opt, ids, "bf16"),
     }
     for p in base.parameters():
         p.requires_grad_(False)
-    cs = ContinuousSparsification(weights)
-    cfg, target = mask_config(BATCH, LAM, LR), BigramTarget(bigrams, device=CPU)
-    ours_opt = score_optimizer(cs, cfg)
+    target = BigramTarget(bigrams, device=CPU)
 
-    def ours() -> None:
-        _step(base, cs, target, ours_opt, ids, cfg, CPU)
-        cs.decision_counts()
-        cs.anneal(cfg.beta_growth)
+    def masked_step(precision: str):
+        cs = ContinuousSparsification(weights)
+        cfg = mask_config(BATCH, LAM, LR, precision)
+        optimizer = score_optimizer(cs, cfg)
 
-    variants["ours"] = ours
+        def step() -> None:
+            _step(base, cs, target, optimizer, ids, cfg, CPU)
+            cs.decision_counts()
+            cs.anneal(cfg.beta_growth)
+
+        return step
+
+    ours = variants["ours"] = masked_step("fp32")
+    variants["ours_bf16"] = masked_step("bf16")
     if not QUICK or os.environ.get("BENCH_REFERENCE") == "1":
         from _reference import ReferenceNGram, circuit_model, reference_step
 
@@ -151,6 +162,8 @@ def main() -> None:
     result = {f"{name}_ms": 1000 * median(values) for name, values in times.items()}
     result["masked_over_plain"] = result["ours_ms"] / result["plain_ms"]
     result["masked_over_plain_fused"] = result["ours_ms"] / result["plain_fused_ms"]
+    result["bf16_masked_over_plain_fused"] = result["ours_bf16_ms"] / result["plain_fused_bf16_ms"]
+    result["bf16_speedup"] = result["ours_ms"] / result["ours_bf16_ms"]
     if "ref_ms" in result:
         result["speedup_vs_ref"] = result["ref_ms"] / result["ours_ms"]
     result["evaluate_over_forward"] = result["evaluate_ms"] / result["forward_ms"]

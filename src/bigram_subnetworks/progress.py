@@ -37,7 +37,8 @@ class Progress:
     line (the current speed: a shared machine's load shows in it). Lines come at the first
     unit, then every ``every`` units when given (training: `log_every` steps, so logs are
     comparable run to run), else at most every ``every_s`` seconds, and at the last unit.
-    ``bar`` (default: `interactive()`) also shows a tqdm bar. ``start`` units were done before (a resumed run).
+    ``bar`` (default: `interactive()`) also shows a tqdm bar. ``start`` units were done before
+    (a resumed run).
 
     The ETA is the mean time per unit so far times the units left: an upper bound where work may
     end early (mask training stops once the mask is decided).
