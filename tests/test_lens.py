@@ -1,6 +1,8 @@
 """Residual-stream lens (docs/method.md §10): hooks, activations, ridge maps, rotations and
 covariances."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -221,11 +223,17 @@ COLUMNS = [
 ]
 
 
-def test_fit_lens_end_to_end(arch, cyclic_tokens):
+def test_fit_lens_end_to_end(arch, cyclic_tokens, caplog):
     model = make_tiny_model(arch)
     train = collect_activations(model, cyclic_tokens[:64], VOCAB, batch_size=16)
     evaluation = collect_activations(model, cyclic_tokens[64:], VOCAB, batch_size=16)
-    table = fit_lens(train, evaluation, model, VOCAB, batch_tokens=100)
+    with caplog.at_level(logging.INFO, logger="bigram_subnetworks.lens"):
+        table = fit_lens(train, evaluation, model, VOCAB, batch_tokens=100)
+    # scoring reports its progress: the first and the last of the 512 eval tokens' 6 chunks
+    assert [m.split(" |")[0] for m in caplog.messages if m.startswith("lens scoring")] == [
+        "lens scoring chunk 1/6",
+        "lens scoring chunk 6/6",
+    ]
     assert list(table.columns) == COLUMNS
     assert table["layer"].tolist() == [0, 1, 2]
     assert (table["n_fit"] == 64 * 16).all() and (table["n_eval"] == 32 * 16).all()
