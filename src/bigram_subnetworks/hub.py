@@ -87,11 +87,14 @@ def _hub_snapshot(repo_id: str, revision: str, patterns: tuple[str, ...], what: 
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns)))
     except LocalEntryNotFoundError as error:
-        state = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached"
-        raise HubUnavailableError(
-            f"{what} {repo_id!r} at revision {revision!r} is not in the local Hugging Face cache "
-            f"and {state}: {DOWNLOAD_HINT} ({error})"
-        ) from error
+        raise _not_cached(f"{what} {repo_id!r} at revision {revision!r}", error) from error
+
+
+def _not_cached(what: str, error: Exception) -> HubUnavailableError:
+    state = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached"
+    return HubUnavailableError(
+        f"{what} is not in the local Hugging Face cache and {state}: {DOWNLOAD_HINT} ({error})"
+    )
 
 
 def _copy_matching(source: Path, destination: Path, patterns: tuple[str, ...]) -> list[str]:
@@ -133,11 +136,8 @@ def _gguf_path(source: str, revision: str, gguf_file: str) -> Path:
     try:
         return Path(hf_hub_download(source, gguf_file, revision=revision))
     except LocalEntryNotFoundError as error:
-        state = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached"
-        raise HubUnavailableError(
-            f"model {source!r} file {gguf_file!r} at revision {revision!r} is not in the local "
-            f"Hugging Face cache and {state}: {DOWNLOAD_HINT} ({error})"
-        ) from error
+        what = f"model {source!r} file {gguf_file!r} at revision {revision!r}"
+        raise _not_cached(what, error) from error
 
 
 def snapshot_model(
