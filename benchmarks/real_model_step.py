@@ -48,6 +48,7 @@ from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.evaluation import evaluate_mask
 from bigram_subnetworks.masking import ContinuousSparsification, Mask
+from bigram_subnetworks.runtime import cpu_has_native_bf16
 from bigram_subnetworks.targets import BigramTarget
 from bigram_subnetworks.training import _step, score_optimizer
 
@@ -110,7 +111,7 @@ def main() -> None:
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=LR)
     fused = copy.deepcopy(base).train()
     fused_opt = torch.optim.AdamW(fused.parameters(), lr=LR, fused=True)
-    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native_bf16 = cpu_has_native_bf16()
     variants = {
         "plain": lambda: plain_step(plain, plain_opt, ids),
         "plain_fused": lambda: plain_step(fused, fused_opt, ids),

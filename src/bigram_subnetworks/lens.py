@@ -479,20 +479,20 @@ def _score_maps(
     out_maps = [readout.affine(m["out"]) for m in maps]
     in_maps = [readout.affine(m["in"]) for m in maps]
     scores = [_LayerScore() for _ in maps]
-    progress = Progress(math.ceil(acts.n_tokens / batch_tokens), "lens scoring", log, "chunk")
-    for start in range(0, acts.n_tokens, batch_tokens):
-        chunk = slice(start, start + batch_tokens)
-        ids = readout.tensor(acts.input_ids[chunk])
-        has_next = readout.tensor(acts.has_next[chunk])
-        next_ids = readout.tensor(acts.next_ids[chunk])[has_next]
-        top = readout.tensor(acts.layers[acts.n_blocks][chunk])[has_next]
-        model_p = readout.log_probs(top).exp_()  # the model's own next-token distribution
-        for layer, score in enumerate(scores):
-            h = readout.tensor(acts.layers[layer][chunk])
-            score.add_next_token(readout, out_maps[layer], h[has_next], next_ids, model_p)
-            score.add_current_token(readout, in_maps[layer], h, ids)
-        progress.advance(tokens=min(batch_tokens, acts.n_tokens - start))
-    progress.close()
+    chunks = math.ceil(acts.n_tokens / batch_tokens)
+    with Progress(chunks, "lens scoring", log, "chunk") as progress:
+        for start in range(0, acts.n_tokens, batch_tokens):
+            chunk = slice(start, start + batch_tokens)
+            ids = readout.tensor(acts.input_ids[chunk])
+            has_next = readout.tensor(acts.has_next[chunk])
+            next_ids = readout.tensor(acts.next_ids[chunk])[has_next]
+            top = readout.tensor(acts.layers[acts.n_blocks][chunk])[has_next]
+            model_p = readout.log_probs(top).exp_()  # the model's own next-token distribution
+            for layer, score in enumerate(scores):
+                h = readout.tensor(acts.layers[layer][chunk])
+                score.add_next_token(readout, out_maps[layer], h[has_next], next_ids, model_p)
+                score.add_current_token(readout, in_maps[layer], h, ids)
+            progress.advance(tokens=min(batch_tokens, acts.n_tokens - start))
     own_bits = acts.surprisal[acts.has_next]
     n_next = int(acts.has_next.sum())
     return [score.metrics(own_bits, n_next, acts.n_tokens) for score in scores]

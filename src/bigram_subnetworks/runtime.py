@@ -35,8 +35,15 @@ def autocast(device: torch.device, precision: str = "auto"):
 
 
 @functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16, AMX) that make bf16 matrix products
+    fast; without them CPU bf16 is many times slower than fp32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@functools.cache
 def _check_cpu_bf16() -> None:
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not cpu_has_native_bf16():
         log.warning("bf16 on a CPU without native bf16 instructions: expect slower steps than fp32")
 
 
