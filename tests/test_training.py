@@ -165,6 +165,24 @@ def test_known_sizes_make_the_first_guess_an_interpolation():
     assert blind[0] == pytest.approx(1000.0**0.5) and len(blind) > 1
 
 
+def test_a_known_mask_within_tolerance_is_reused_without_training():
+    goal = round(1e6 * 20.0**-0.7)
+    known = [(10.0, round(1e6 * 10.0**-0.7)), (21.0, round(1e6 * 21.0**-0.7))]
+    calls, reused = [], []
+    given = _power_law_training([])
+
+    def reuse(lam):
+        reused.append(lam)
+        return given(lam)
+
+    found = match_size(_power_law_training(calls), goal, (1.0, 1000.0), 0.05, 5, known, reuse)
+    assert calls == [] and reused == [21.0]  # λ 21 keeps 3.4% fewer: within 5%; λ 10 does not
+    assert found.matched and found.lam == 21.0 and found.result.mask.n_kept == known[1][1]
+    assert list(found.search["source"]) == ["given", "given", "reused"]
+    tight = match_size(_power_law_training(calls), goal, (1.0, 1000.0), 0.01, 5, known, reuse)
+    assert reused == [21.0] and len(calls) >= 1 and tight.lam != 21.0  # 3.4% is beyond 1%: trained
+
+
 def test_size_matching_rejects_a_negative_goal_and_a_bad_bracket():
     with pytest.raises(ValueError, match="cannot match a subnetwork of -1 weights"):
         match_size(lambda lam: None, -1, (1.0, 10.0), 0.1, 3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -52,6 +53,14 @@ class TrainResult:
     steps: int
     stable: bool
     reason: str
+
+
+def load_result(mask_file: str | os.PathLike, history_file: str | os.PathLike, meta: dict):
+    """A trained mask as written by the `train_mask` rule (meta.json's attempt, steps, stable,
+    outcome)."""
+    history = pd.read_csv(history_file, sep="\t")
+    return TrainResult(Mask.load(mask_file), history, meta["attempt"], meta["steps"],
+                       meta["stable"], meta["outcome"])  # fmt: skip
 
 
 def sentinel_mask(model: nn.Module, label: str) -> Mask:
@@ -355,6 +364,7 @@ def match_size(
     tolerance: float,
     max_iterations: int,
     known: Sequence[tuple[float, int]] = (),
+    reuse: Callable[[float], TrainResult] | None = None,
 ) -> SizeMatch:
     """Search λ inside ``bracket`` until ``train(λ)`` keeps ``goal_kept`` weights within a
     relative ``tolerance`` (beyond the paper, which compares subnetworks of whatever sizes its
@@ -363,7 +373,9 @@ def match_size(
     settings (the configured optimal subnetworks): they narrow the bracket and give its ends
     sizes, so the first λ tried is interpolated rather than the bracket's midpoint. The
     deviation is |kept − goal| / max(goal, 1), so an empty goal is matched only by an empty
-    mask. Returns the closest mask trained here, matched or not."""
+    mask. When a known mask is already within tolerance and ``reuse`` is given, ``reuse(λ)``
+    returns that mask (source "reused" in the search) and nothing is trained: at 100M weights a
+    training costs tens of CPU minutes. Returns the closest mask, matched or not."""
     if goal_kept < 0:
         raise ValueError(f"cannot match a subnetwork of {goal_kept} weights")
     if not 0 < bracket[0] < bracket[1]:
@@ -385,6 +397,15 @@ def match_size(
 
     for lam, kept in sorted(known):
         record(None, "given", lam, kept, None, None)
+    closest = min(known, key=lambda pair: abs(pair[1] - goal_kept), default=None)
+    if reuse is not None and closest is not None:
+        deviation = abs(closest[1] - goal_kept) / max(goal_kept, 1)
+        if deviation <= tolerance:
+            result = reuse(closest[0])
+            rows.append((None, "reused", closest[0], result.mask.n_kept, deviation, result.stable,
+                         result.steps))  # fmt: skip
+            log.info("size match: the known λ %.4g keeps %d (goal %d), reused", *closest, goal_kept)
+            return SizeMatch(result, closest[0], True, pd.DataFrame(rows, columns=SEARCH_COLUMNS))
     for iteration in range(max_iterations):
         lam = _next_lambda(low, high, goal_kept)
         result = train(lam)

@@ -229,19 +229,23 @@ def mask_file(target, lam, name="mask.safetensors"):
     return path
 
 
-def configured_optimal_metas(wildcards):
-    """meta.json of the configured optimal subnetworks of the same model, revision and seed: their
-    sizes seed the size-matching search."""
-    return [
-        f"{paths.MASK}/meta.json".format(
-            model=wildcards.model,
-            revision=wildcards.revision,
-            target="optimal",
-            lam=label,
-            seed=wildcards.seed,
-        )
-        for label in CONFIG.optimal_masks.final
-    ]
+def configured_optimal_files(name):
+    """A file of each configured optimal subnetwork of the same model, revision and seed: their
+    sizes seed the size-matching search, and one already matched in size is reused."""
+
+    def files(wildcards):
+        return [
+            f"{paths.MASK}/{name}".format(
+                model=wildcards.model,
+                revision=wildcards.revision,
+                target="optimal",
+                lam=label,
+                seed=wildcards.seed,
+            )
+            for label in CONFIG.optimal_masks.final
+        ]
+
+    return files
 
 
 def control_seed(section):

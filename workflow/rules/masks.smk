@@ -38,7 +38,9 @@ rule train_mask:
 rule match_mask_size:
     input:
         bigram_meta=mask_file("bigram", "bigram_lam", "meta.json"),
-        optimal_metas=configured_optimal_metas,
+        optimal_metas=configured_optimal_files("meta.json"),
+        optimal_masks=configured_optimal_files("mask.safetensors"),
+        optimal_histories=configured_optimal_files("history.tsv"),
         checkpoints=model_checkpoints,
         tokens=model_tokens("mask_train"),
         bigrams=model_bigrams,

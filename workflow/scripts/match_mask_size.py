@@ -1,5 +1,5 @@
 """Train the optimal subnetwork whose size matches a bigram subnetwork's, searching λ from the
-sizes of the configured optimal subnetworks."""
+sizes of the configured optimal subnetworks (one already matched in size is reused)."""
 
 import torch
 
@@ -11,7 +11,10 @@ torch.set_num_threads(snakemake.threads)
 w = snakemake.wildcards
 matching = snakemake.params.matching
 goal = io.read_json(snakemake.input.bigram_meta)["n_kept"]
-known = [(m["lam_value"], m["n_kept"]) for m in map(io.read_json, snakemake.input.optimal_metas)]
+metas = [io.read_json(path) for path in snakemake.input.optimal_metas]
+files = zip(metas, snakemake.input.optimal_masks, snakemake.input.optimal_histories)
+optimal = {meta["lam_value"]: (mask, history, meta) for meta, mask, history in files}
+known = [(meta["lam_value"], meta["n_kept"]) for meta in metas]
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
 model = io.load_model(snakemake.params.model_dir)
@@ -26,6 +29,7 @@ found = training.match_size(
     matching["tolerance"],
     matching["max_iterations"],
     known,
+    reuse=lambda lam: training.load_result(*optimal[lam]),
 )
 result = found.result
 meta = io.provenance(
