@@ -12,7 +12,7 @@ w = snakemake.wildcards
 matching = snakemake.params.matching
 goal = io.read_json(snakemake.input.bigram_meta)["n_kept"]
 metas = [io.read_json(path) for path in snakemake.input.optimal_metas]
-files = zip(metas, snakemake.input.optimal_masks, snakemake.input.optimal_histories)
+files = zip(metas, snakemake.input.optimal_masks, snakemake.input.optimal_histories, strict=True)
 optimal = {meta["lam_value"]: (mask, history, meta) for meta, mask, history in files}
 known = [(meta["lam_value"], meta["n_kept"]) for meta in metas]
 bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
