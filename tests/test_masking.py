@@ -162,6 +162,35 @@ def test_score_gradients_equal_autograd_through_the_soft_mask(tiny_model, micro_
     assert all(m.grad is None for m in masked.values())
 
 
+def test_late_soft_masks_leave_no_subnormal_masked_weights(tiny_model):
+    """Late in training (β ≈ 373) scores near −88/β give soft masks below fp32's smallest normal
+    number, where x86 matrix products slow down tens of times: the step's masked weights are then
+    exactly 0, and its forward equals the one through the unthresholded soft mask."""
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    weights = maskable_parameters(tiny_model)
+    cs = ContinuousSparsification(weights)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        cs.beta.fill_(372.8)
+        for s in cs.scores:
+            beta_s = torch.where(torch.rand(s.shape, generator=generator) < 0.5, -88.0, 2.0)
+            s.copy_(beta_s / 372.8)
+    tiny = torch.finfo(torch.float32).tiny
+    soft = cs.soft()
+    assert any(
+        ((m > 0) & (m < tiny)).any() for m in soft.values()
+    )  # the unthresholded mask has them
+    masked, _ = cs.masked_weights(weights)
+    for name, w in masked.items():
+        assert not ((w != 0) & (w.abs() < tiny)).any(), name
+        assert torch.equal(w == 0, (cs.scores[cs.names.index(name)] < 0) | (weights[name] == 0))
+    ids = torch.randint(0, 64, (2, 8), generator=generator)
+    logits = forward_with(tiny_model, masked, input_ids=ids).logits
+    expected = masked_forward(tiny_model, soft, input_ids=ids).logits
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+
+
 def test_decision_counts_equal_thresholds_on_the_soft_mask(tiny_model):
     cs = ContinuousSparsification(maskable_parameters(tiny_model))
     _random_scores(cs, seed=3)

@@ -17,12 +17,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call
 
 from .atomic import atomic_path
+
+# Soft masks below this are exactly 0 in a training step. As β grows, σ(βs) of scores pushed to
+# about −88/β falls below fp32's smallest normal number (1.2e-38), and W ⊙ σ(βs) does for masks
+# up to ~1e-36: x86 matrix products with such subnormal operands run tens of times slower
+# (SmolLM2-135M at λ = 1000: 4 s per step, 34 s by the last steps; benchmarks/README.md). A
+# weight scaled by 1e-30 contributes nothing, and its score's gradient (∝ σ) is as negligible.
+OFF_BELOW = 1e-30
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,8 @@ class ContinuousSparsification(nn.Module):
     `soft`: on a 135M-parameter model the elementwise work over the scores (one sigmoid, one
     product with the weights, and the chain rule back to s) costs as much as the matrix products
     unless it is done in a few passes over buffers that are reused from step to step (fresh
-    400 MB tensors are page faults). `soft` and `penalty` remain the differentiable definitions.
+    400 MB tensors are page faults). `soft` and `penalty` remain the differentiable definitions;
+    the step's soft mask also sets values below `OFF_BELOW` to 0.
     """
 
     def __init__(self, weights: Mapping[str, torch.Tensor], init: float = 0.0) -> None:
@@ -169,6 +178,7 @@ class ContinuousSparsification(nn.Module):
             self.scores, self._soft, self._masked, self.names, strict=True
         ):
             torch.mul(s, beta, out=m).sigmoid_()
+            F.threshold_(m, OFF_BELOW, 0.0)
             total += float(m.sum())
             weight = weights[name]
             torch.mul(weight, m.to(weight.dtype), out=masked)

@@ -17,21 +17,6 @@ from .settings import PRECISIONS
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Treat subnormal floats (|x| < 1.2e-38 in fp32) as zero on the CPU, then restore PyTorch's
-    default. As β grows, the soft masks σ(βs) of scores pushed to about −88/β fall in fp32's
-    subnormal range, and so do the masked weights W ⊙ σ(βs): x86 matrix products with subnormal
-    operands run tens of times slower (SmolLM2-135M, λ = 1000: 4 s per step, 34 s by the last
-    steps; one step with 9% of soft masks subnormal took 381 s, 8 s flushed; benchmarks/README.md).
-    A weight scaled by less than 1e-38 contributes nothing either way."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
 def default_device(device: torch.device | str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
