@@ -384,9 +384,12 @@ def match_size(
     high: tuple[float, int | None] = (bracket[1], None)
     rows, best = [], None
 
+    def deviation_of(kept):
+        return abs(kept - goal_kept) / max(goal_kept, 1)
+
     def record(iteration, source, lam, kept, stable, steps):
         nonlocal low, high
-        deviation = abs(kept - goal_kept) / max(goal_kept, 1)
+        deviation = deviation_of(kept)
         rows.append((iteration, source, lam, kept, deviation, stable, steps))
         if low[0] < lam < high[0]:
             if kept > goal_kept:
@@ -397,15 +400,13 @@ def match_size(
 
     for lam, kept in sorted(known):
         record(None, "given", lam, kept, None, None)
-    closest = min(known, key=lambda pair: abs(pair[1] - goal_kept), default=None)
-    if reuse is not None and closest is not None:
-        deviation = abs(closest[1] - goal_kept) / max(goal_kept, 1)
-        if deviation <= tolerance:
-            result = reuse(closest[0])
-            rows.append((None, "reused", closest[0], result.mask.n_kept, deviation, result.stable,
-                         result.steps))  # fmt: skip
-            log.info("size match: the known λ %.4g keeps %d (goal %d), reused", *closest, goal_kept)
-            return SizeMatch(result, closest[0], True, pd.DataFrame(rows, columns=SEARCH_COLUMNS))
+    closest = min(known, key=lambda pair: deviation_of(pair[1]), default=None)
+    if reuse is not None and closest is not None and deviation_of(closest[1]) <= tolerance:
+        result = reuse(closest[0])
+        record(None, "reused", closest[0], result.mask.n_kept, result.stable, result.steps)
+        log.info("size match: the known λ %.4g keeps %d (goal %d), reused", *closest, goal_kept)
+        search = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
+        return SizeMatch(result, closest[0], True, search)
     for iteration in range(max_iterations):
         lam = _next_lambda(low, high, goal_kept)
         result = train(lam)

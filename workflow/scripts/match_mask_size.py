@@ -1,6 +1,8 @@
 """Train the optimal subnetwork whose size matches a bigram subnetwork's, searching λ from the
 sizes of the configured optimal subnetworks (one already matched in size is reused)."""
 
+import functools
+
 import torch
 
 from bigram_subnetworks import corpus, io, logs, targets, training
@@ -15,15 +17,26 @@ metas = [io.read_json(path) for path in snakemake.input.optimal_metas]
 files = zip(metas, snakemake.input.optimal_masks, snakemake.input.optimal_histories, strict=True)
 optimal = {meta["lam_value"]: (mask, history, meta) for meta, mask, history in files}
 known = [(meta["lam_value"], meta["n_kept"]) for meta in metas]
-bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
-tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
-model = io.load_model(snakemake.params.model_dir)
-io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
-target = targets.make_target("optimal", model, bigrams, matching["training"]["precision"])
+
+
+@functools.cache
+def training_inputs():
+    """The model, target and tokens, loaded only if the search trains (a reused mask needs none)."""
+    bigrams = BigramModel(BigramCounts.load(snakemake.input.bigrams))
+    tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=bigrams.vocab_size)
+    model = io.load_model(snakemake.params.model_dir)
+    io.check_vocab_fits(bigrams.vocab_size, model, source=snakemake.input.bigrams)
+    target = targets.make_target("optimal", model, bigrams, matching["training"]["precision"])
+    return model, target, tokens
+
+
+def train(lam):
+    config = training.MaskTrainingConfig(**matching["training"], lam=lam)
+    return training.train_mask(*training_inputs(), config)
+
+
 found = training.match_size(
-    lambda lam: training.train_mask(
-        model, target, tokens, training.MaskTrainingConfig(**matching["training"], lam=lam)
-    ),
+    train,
     goal,
     tuple(matching["bracket"]),
     matching["tolerance"],
