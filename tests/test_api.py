@@ -4,6 +4,7 @@ saves and loads it; bad input is named."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from bigram_subnetworks import (
 )
 from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.corpus import python_docs_documents
+from bigram_subnetworks.interop import masked_copy
 from bigram_subnetworks.tokenizer import train_bpe
 
 from conftest import make_tiny_model
@@ -67,6 +69,8 @@ def test_one_call_finds_evaluates_saves_and_loads_a_subnetwork(arch, texts_and_t
     found.save(tmp_path / "sub")
     loaded = Subnetwork.load(tmp_path / "sub")
     assert loaded.mask.equals(found.mask) and loaded.config == found.config
+    assert (loaded.ended, loaded.converged) == (found.ended, found.converged)
+    assert loaded.undecided_fraction == found.undecided_fraction
     assert loaded.history["xent"].tolist() == pytest.approx(found.history["xent"].tolist())
     assert loaded.bigrams.counts.pairs.nnz == found.bigrams.counts.pairs.nnz
     ids = torch.arange(20).unsqueeze(0)
@@ -128,3 +132,32 @@ def test_a_bigram_target_follows_the_model_to_its_device(texts_and_tokenizer):
     target = BigramTarget(BigramModel(BigramCounts.count(tokens, 50)))
     moved = target.to("meta")
     assert moved.values.device.type == "meta" and moved.row_ptr.device.type == "meta"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_checkpoints_work_and_come_back_unchanged(arch, dtype, texts_and_tokenizer):
+    """transformers loads a checkpoint in its saved dtype (SmolLM2 bf16, Pythia fp16): finding,
+    evaluating and applying a mask work on it, and the caller's model comes back as it went in:
+    dtype, device, mode, requires_grad, every weight bit-identical."""
+    texts, tokenizer = texts_and_tokenizer
+    model = make_tiny_model(arch, vocab_size=len(tokenizer)).to(dtype).train()
+    model.get_input_embeddings().weight.requires_grad_(False)
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    grads = {name: p.requires_grad for name, p in model.named_parameters()}
+    found = find_bigram_subnetwork(model, tokenizer, texts[:150], lam=1, seq_len=32, **FAST)
+    optimal = find_optimal_subnetwork(model, tokenizer, texts[:150], lam=1, seq_len=32, **FAST)
+    metrics = evaluate_subnetwork(
+        model, found.mask, tokenizer, texts[150:], found.bigrams, seq_len=32
+    )
+    assert math.isfinite(metrics["r_drop_inf"]) and 0 < optimal.mask.density < 1
+    assert model.training and {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    after = model.state_dict()
+    assert all(after[n].dtype == t.dtype and torch.equal(after[n], t) for n, t in before.items())
+    fp32 = make_tiny_model(arch, vocab_size=len(tokenizer)).to(dtype).float()
+    same = evaluate_subnetwork(fp32, found.mask, tokenizer, texts[150:], found.bigrams, seq_len=32)
+    assert same["r_drop_inf"] == pytest.approx(metrics["r_drop_inf"], abs=1e-6)
+    with apply_mask(model, found.mask):
+        assert model.get_input_embeddings().weight.dtype == dtype
+    assert all(torch.equal(after[n], t) for n, t in before.items())
+    copy = masked_copy(model, found.mask)
+    assert next(copy.parameters()).dtype == dtype

@@ -1,5 +1,6 @@
 """The README's Python example runs as written, on a tiny Llama-layout model saved locally in
-place of the hub model and with a short schedule in place of the paper's."""
+place of the hub model (saved in bf16, as SmolLM2's weights are) and with a short schedule in
+place of the paper's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from bigram_subnetworks import Subnetwork
 from bigram_subnetworks.corpus import python_docs_documents
@@ -31,7 +33,10 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     documents = python_docs_documents()[:400]
     tokenizer = train_bpe(documents, vocab_size=300)
     model_dir = tmp_path / "tiny-llama"
-    make_tiny_model("llama", vocab_size=len(tokenizer)).save_pretrained(model_dir)
+    # A bf16 checkpoint, as SmolLM2's published weights: transformers loads it in bf16.
+    make_tiny_model("llama", vocab_size=len(tokenizer)).to(torch.bfloat16).save_pretrained(
+        model_dir
+    )
     tokenizer.save_pretrained(model_dir)
     (tmp_path / "corpus.txt").write_text("\n\n".join(documents))
     example = readme_example()
@@ -49,6 +54,7 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     r = float(re.search(r"bigram r = (\S+)", printed)[1])
     assert math.isfinite(r) and -1 <= r <= 1
     assert namespace["metrics"]["r_drop_inf"] == pytest.approx(r, abs=5e-4)
+    assert next(namespace["model"].parameters()).dtype == torch.bfloat16
     saved = Subnetwork.load(tmp_path / "smollm2-bigram")
     assert saved.mask.equals(namespace["found"].mask)
     assert len(saved.history) == saved.steps <= 20

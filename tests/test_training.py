@@ -16,6 +16,7 @@ from bigram_subnetworks.training import (
     SEARCH_COLUMNS,
     MaskTrainingConfig,
     TrainResult,
+    ending,
     fit_mask,
     is_stable,
     match_size,
@@ -90,6 +91,55 @@ def test_sentinels_need_no_training(cyclic_tokens, target):
     empty = fit_mask(model, target, cyclic_tokens, CONFIG, label="empty")
     assert full.mask.density == 1.0 and empty.mask.density == 0.0
     assert full.steps == 0 and len(full.history) == 0
+    assert full.ended == "sentinel" and full.converged
+
+
+def _row(xent=1.0, on=0.05, undecided=0.2):
+    values = {"xent": xent, "on_fraction": on, "undecided_fraction": undecided}
+    return tuple(values.get(column, 0.0) for column in HISTORY_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("last", "ended", "to_on"),
+    [
+        (_row(undecided=0.2), "max_steps", 4.0),  # 400× the kept, where the rule asks < 1%
+        (_row(undecided=0.0004), "early_stop", 0.008),
+        (_row(undecided=0.0005), "max_steps", 0.01),  # the rule is strict: < 1%, not ≤
+        (_row(on=0.0, undecided=0.0), "early_stop", 0.0),  # all off, nothing undecided
+        (_row(on=0.0, undecided=0.1), "max_steps", float("inf")),
+        (_row(xent=float("nan"), undecided=0.0), "non_finite", 0.0),
+    ],
+)
+def test_ending_reads_the_early_stop_rule_from_the_last_step(last, ended, to_on):
+    got, undecided, ratio = ending([_row(), last], CONFIG)
+    assert got == ended
+    assert undecided == last[HISTORY_COLUMNS.index("undecided_fraction")]
+    assert ratio == pytest.approx(to_on)
+
+
+def test_a_mask_that_runs_out_of_steps_is_reported_unconverged(cyclic_tokens, target, caplog):
+    """max_steps before the masks are decided: `stable` (no spike) but not converged, with the
+    undecided share recorded and a warning naming the fix."""
+    short = dataclasses.replace(CONFIG, max_steps=3)
+    with caplog.at_level("WARNING", logger="bigram_subnetworks.training"):
+        result = train_mask(make_tiny_model("llama"), target, cyclic_tokens, short)
+    assert result.stable and result.steps == 3
+    assert result.ended == "max_steps" and not result.converged
+    undecided = result.history["undecided_fraction"].iloc[-1]
+    assert result.undecided_fraction == undecided > 0.5  # β ≈ 1.16: almost every σ(βs) ≈ 0.5
+    assert result.summary()["converged"] is False
+    assert "did not converge: max_steps 3 ran out" in caplog.text
+
+
+def test_a_mask_decided_before_max_steps_ends_by_the_early_stop_rule(cyclic_tokens, target):
+    fast = dataclasses.replace(CONFIG, beta_growth=1.5, max_steps=200)
+    result = train_mask(make_tiny_model("gpt2"), target, cyclic_tokens, fast)
+    assert result.ended == "early_stop" and result.converged and result.steps < 200
+    last = result.history.iloc[-1]
+    assert last["undecided_fraction"] < fast.early_stop_fraction * last["on_fraction"] or (
+        last["undecided_fraction"] == 0
+    )
+    assert result.undecided_to_on < fast.early_stop_fraction
 
 
 def test_config_rejects_indivisible_accumulation():

@@ -7,8 +7,9 @@
 `model` is any supported Hugging Face causal LM (`architectures.REGISTRY`), `texts` a list of
 strings (or `tokens`, an int array [sequences, seq_len]). The training settings default to the
 paper's (`training.MaskTrainingConfig`); any of them can be given as keyword arguments. The
-model is moved to the training device (CUDA when available) and its target follows it. The
-workflow runs the same functions, stage by stage, with cached artifacts.
+model may be fp32, bf16 or fp16: while a call runs it sits on the training device (CUDA when
+available) with fp32 weights, in eval mode (`runtime.working_model`), and it comes back on its
+own device, in its own dtype, mode and requires_grad, bit-identical. The workflow runs the same functions, stage by stage, with cached artifacts.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .corpus import sequences_from_texts
 from .io import read_json, write_json, write_table
 from .masking import Mask
 from .progress import StepCallback
-from .runtime import default_device
+from .runtime import working_model
 from .targets import BigramTarget, TeacherTarget
 from .training import MaskTrainingConfig, train_mask
 
@@ -54,6 +55,15 @@ class Subnetwork:
     stable: bool
     reason: str
     bigrams: BigramModel | None = None
+    ended: str = "early_stop"
+    undecided_fraction: float = 0.0
+    undecided_to_on: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        """Whether training ended by the paper's early-stop rule (`training.ENDINGS`): a mask
+        that ran out of ``max_steps`` still has undecided weights and is not a final result."""
+        return self.ended in ("early_stop", "sentinel")
 
     def save(self, directory: str | os.PathLike) -> None:
         """mask.safetensors, history.tsv, meta.json (and bigrams.npz) in ``directory``."""
@@ -61,7 +71,10 @@ class Subnetwork:
         meta = {
             "target": self.target, "config": dataclasses.asdict(self.config),
             "attempt": self.attempt, "steps": self.steps, "stable": self.stable,
-            "reason": self.reason, "n_kept": self.mask.n_kept, "n_total": self.mask.n_total,
+            "reason": self.reason, "ended": self.ended, "converged": self.converged,
+            "undecided_fraction": self.undecided_fraction,
+            "undecided_to_on": self.undecided_to_on,
+            "n_kept": self.mask.n_kept, "n_total": self.mask.n_total,
         }  # fmt: skip
         self.mask.save(directory / MASK_FILE, meta=meta)
         write_table(self.history, directory / HISTORY_FILE)
@@ -81,7 +94,9 @@ class Subnetwork:
             history=pd.read_csv(directory / HISTORY_FILE, sep="\t"),
             config=MaskTrainingConfig(**meta["config"]), target=meta["target"],
             attempt=meta["attempt"], steps=meta["steps"], stable=meta["stable"],
-            reason=meta["reason"], bigrams=bigrams,
+            reason=meta["reason"], bigrams=bigrams, ended=meta["ended"],
+            undecided_fraction=meta["undecided_fraction"],
+            undecided_to_on=meta["undecided_to_on"],
         )  # fmt: skip
 
 
@@ -114,13 +129,6 @@ def _vocab_size(model: nn.Module, tokenizer, vocab_size: int | None) -> int:
     return size
 
 
-def _prepare(model: nn.Module, device) -> Any:
-    spec_for(model)  # an unsupported model is named with the supported families, before any work
-    device = default_device(device)
-    model.to(device).eval()
-    return device
-
-
 def _train(model, target, target_name, tokens, lam, device, on_step, settings) -> Subnetwork:
     config = MaskTrainingConfig(lam=lam, **settings)
     if len(tokens) < config.batch_size:
@@ -131,7 +139,8 @@ def _train(model, target, target_name, tokens, lam, device, on_step, settings) -
     result = train_mask(model, target, tokens, config, device, on_step=on_step)
     bigrams = target.bigrams if isinstance(target, BigramTarget) else None
     return Subnetwork(result.mask, result.history, config, target_name, result.attempt,
-                      result.steps, result.stable, result.reason, bigrams)  # fmt: skip
+                      result.steps, result.stable, result.reason, bigrams, result.ended,
+                      result.undecided_fraction, result.undecided_to_on)  # fmt: skip
 
 
 def find_bigram_subnetwork(
@@ -153,7 +162,7 @@ def find_bigram_subnetwork(
     (docs/method.md §2–§5). ``settings`` override the paper's training values (e.g.
     ``max_steps=2000``, ``learning_rate=0.1, beta_growth=1.04`` for a CPU budget); ``on_step``
     receives every step's history row."""
-    device = _prepare(model, device)
+    spec_for(model)  # an unsupported model is named with the supported families, before any work
     tokens = _sequences(tokenizer, texts, tokens, seq_len)
     size = _vocab_size(model, tokenizer, vocab_size)
     if bigrams is None:
@@ -162,8 +171,9 @@ def find_bigram_subnetwork(
         raise ValueError(
             f"bigram table of {bigrams.vocab_size} tokens for a {size}-token vocabulary"
         )
-    target = BigramTarget(bigrams, device=device)
-    return _train(model, target, "bigram", tokens, lam, device, on_step, settings)
+    with working_model(model, device) as device:
+        target = BigramTarget(bigrams, device=device)
+        return _train(model, target, "bigram", tokens, lam, device, on_step, settings)
 
 
 def find_optimal_subnetwork(
@@ -181,11 +191,13 @@ def find_optimal_subnetwork(
 ) -> Subnetwork:
     """The optimal-pruning subnetwork of ``model`` (the paper's baseline): the same training
     towards the full model's own next-token distribution (docs/method.md §5)."""
-    device = _prepare(model, device)
+    spec_for(model)
     tokens = _sequences(tokenizer, texts, tokens, seq_len)
     precision = MaskTrainingConfig(lam=lam, **settings).precision  # of the teacher's forward too
-    target = TeacherTarget(model, _vocab_size(model, tokenizer, vocab_size), precision)
-    return _train(model, target, "optimal", tokens, lam, device, on_step, settings)
+    size = _vocab_size(model, tokenizer, vocab_size)
+    with working_model(model, device) as device:
+        target = TeacherTarget(model, size, precision)
+        return _train(model, target, "optimal", tokens, lam, device, on_step, settings)
 
 
 def evaluate_subnetwork(
@@ -208,9 +220,10 @@ def evaluate_subnetwork(
 
     if bigrams is None:
         raise ValueError("evaluation needs the bigram statistics the mask was trained towards")
-    _prepare(model, device)
+    spec_for(model)
     mask.check_matches(model)
     if set(mask.tensors) != set(maskable_parameters(model)):
         raise ValueError("the mask does not cover every maskable weight of this model")
     tokens = _sequences(tokenizer, texts, tokens, seq_len)
-    return evaluate_mask(model, mask, tokens, bigrams, batch_size, fidelity=fidelity)
+    with working_model(model, device):
+        return evaluate_mask(model, mask, tokens, bigrams, batch_size, fidelity=fidelity)

@@ -21,6 +21,40 @@ def default_device(device: torch.device | str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+@contextlib.contextmanager
+def working_model(
+    model: nn.Module, device: torch.device | str | None = None
+) -> Iterator[torch.device]:
+    """The library's rule for a caller's model (docs/method.md §4, "Precision"): for the body it
+    sits on ``device`` (default: CUDA when available) with fp32 weights, in eval mode; on CUDA
+    the steps then autocast to bf16 as the authors train, on the CPU they stay fp32. Afterwards
+    every parameter and buffer is back on its own device in its own dtype (bf16 and fp16 widen
+    to fp32 exactly, so they come back bit-identical), with its own ``requires_grad``, and the
+    model in its own train/eval mode, also when the body raises. Yields the device."""
+    device = default_device(device)
+    params = [(p, p.device, p.dtype, p.requires_grad) for p in model.parameters()]
+    # `Module.to` replaces buffers by new tensors (parameters keep their objects): by name.
+    buffers = [(name, b.device, b.dtype) for name, b in model.named_buffers()]
+    was_training = model.training
+    narrow = {str(p.dtype) for p, *_ in params if p.dtype in (torch.bfloat16, torch.float16)}
+    if narrow:
+        log.info("widening the %s weights to fp32 while computing; they are restored after",
+                 "/".join(sorted(narrow)))  # fmt: skip
+    try:
+        model.to(device=device, dtype=torch.float32).eval()
+        yield device
+    finally:
+        with torch.no_grad():
+            for parameter, original, dtype, requires_grad in params:
+                parameter.data = parameter.data.to(original, dtype)
+                parameter.requires_grad_(requires_grad)
+            for name, original, dtype in buffers:
+                owner, _, attribute = name.rpartition(".")
+                module = model.get_submodule(owner)
+                module._buffers[attribute] = module._buffers[attribute].to(original, dtype)
+        model.train(was_training)
+
+
 def autocast(device: torch.device, precision: str = "auto"):
     """The precision of a forward (`settings.PRECISIONS`): "auto" is bf16 autocast on CUDA and
     full precision on the CPU, where bf16 matrix products are slow unless the CPU has native

@@ -45,6 +45,11 @@ class MaskTrainingConfig:
     # authors train) and fp32 on the CPU; "bf16" autocasts on the CPU too, 1.4x faster per step
     # on SmolLM2-135M where the CPU has native bf16 (AVX512-BF16, AMX). Logits and loss stay fp32.
     precision: str = "auto"
+    # Beyond the paper (docs/method.md §4, §13): the learning rate falls as β grows,
+    # lr_t = learning_rate · β_t^(−lr_beta_exponent). 0 is the paper's constant rate; 1 keeps
+    # the step in soft-mask space, lr·β·σ'(βs), from growing with β, which is what makes short
+    # CPU schedules spike late in training.
+    lr_beta_exponent: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_size % self.grad_accum:
@@ -56,6 +61,8 @@ class MaskTrainingConfig:
                 raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
         if self.beta_growth < 1:
             raise ValueError(f"beta_growth must be ≥ 1, got {self.beta_growth}")
+        if not 0 <= self.lr_beta_exponent <= 2:
+            raise ValueError(f"lr_beta_exponent must be in [0, 2], got {self.lr_beta_exponent}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 

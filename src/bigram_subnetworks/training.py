@@ -45,22 +45,70 @@ HISTORY_COLUMNS = (
 )
 
 
+# How an attempt ended (docs/method.md §4): by the paper's early-stop rule (undecided weights
+# < early_stop_fraction × the weights on, or none undecided), by running out of `max_steps`
+# with weights still undecided, or on a non-finite loss. Only the first is a converged mask;
+# `stable` is a separate verdict (no unrecovered loss spike). Sentinel masks are not trained.
+ENDINGS = ("early_stop", "max_steps", "non_finite", "sentinel")
+# What every mask's metrics row carries of its training (metrics.tsv, docs/method.md §4).
+CONVERGENCE_KEYS = ("steps", "stable", "ended", "converged", "undecided_fraction")
+
+
 @dataclass(frozen=True)
 class TrainResult:
+    """A trained mask, its history (every attempt), which attempt was kept and how it ended:
+    ``stable`` (its loss curve passed the spike check, with ``reason``), ``ended`` (one of
+    `ENDINGS`) and its last step's undecided weights, as a fraction of all maskable weights
+    (``undecided_fraction``) and of the weights on (``undecided_to_on``, which the early-stop
+    rule compares with ``early_stop_fraction``)."""
+
     mask: Mask
     history: pd.DataFrame
     attempt: int
     steps: int
     stable: bool
     reason: str
+    ended: str = "sentinel"
+    undecided_fraction: float = 0.0
+    undecided_to_on: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        """Whether training ended by the early-stop rule (a sentinel needs no training)."""
+        return self.ended in ("early_stop", "sentinel")
+
+    def summary(self) -> dict[str, Any]:
+        """How training went, as meta.json and metrics.tsv record it (`outcome` is the spike
+        check's reason)."""
+        return {
+            "attempt": self.attempt, "steps": self.steps, "stable": self.stable,
+            "outcome": self.reason, "ended": self.ended, "converged": self.converged,
+            "undecided_fraction": self.undecided_fraction,
+            "undecided_to_on": self.undecided_to_on,
+        }  # fmt: skip
 
 
 def load_result(mask_file: str | os.PathLike, history_file: str | os.PathLike, meta: dict):
-    """A trained mask as written by the `train_mask` rule (meta.json's attempt, steps, stable,
-    outcome)."""
+    """A trained mask as written by the `train_mask` rule (meta.json's `TrainResult.summary`)."""
     history = pd.read_csv(history_file, sep="\t")
-    return TrainResult(Mask.load(mask_file), history, meta["attempt"], meta["steps"],
-                       meta["stable"], meta["outcome"])  # fmt: skip
+    return TrainResult(
+        Mask.load(mask_file), history, meta["attempt"], meta["steps"], meta["stable"],
+        meta["outcome"], meta["ended"], meta["undecided_fraction"], meta["undecided_to_on"],
+    )  # fmt: skip
+
+
+def ending(rows: Sequence[tuple], cfg: MaskTrainingConfig) -> tuple[str, float, float]:
+    """How an attempt with these history rows ended (`ENDINGS`), and its last step's undecided
+    weights as a fraction of all weights and of the weights on (inf when none is on but some
+    are undecided). The same rule as `_stopped`, read back from the history."""
+    last = dict(zip(HISTORY_COLUMNS, rows[-1], strict=True))
+    on, undecided = last["on_fraction"], last["undecided_fraction"]
+    to_on = undecided / on if on > 0 else (0.0 if undecided == 0 else math.inf)
+    if not math.isfinite(last["xent"]):
+        return "non_finite", undecided, to_on
+    if undecided < cfg.early_stop_fraction * on or undecided == 0:
+        return "early_stop", undecided, to_on
+    return "max_steps", undecided, to_on
 
 
 def sentinel_mask(model: nn.Module, label: str) -> Mask:
@@ -178,6 +226,9 @@ def train_attempt(
     with progress:
         for step in range(done + 1, cfg.max_steps + 1):
             started = time.perf_counter()
+            if cfg.lr_beta_exponent:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.learning_rate * float(cs.beta) ** -cfg.lr_beta_exponent
             xent, penalty = _step(model, cs, target, optimizer, next(batches), cfg, device)
             # As the authors: decisions are counted at the β of this step, then β grows (§4).
             on, undecided = cs.decision_counts()
@@ -211,7 +262,8 @@ def fit_mask(
     """A trained mask, or for the sentinel labels ('full', 'empty') the fixed one, untrained."""
     if label in SENTINELS:
         empty = pd.DataFrame(columns=list(HISTORY_COLUMNS))
-        return TrainResult(sentinel_mask(model, label), empty, 0, 0, True, f"sentinel {label}")
+        return TrainResult(sentinel_mask(model, label), empty, 0, 0, True, f"sentinel {label}",
+                           "sentinel")  # fmt: skip
     return train_mask(model, target, tokens, cfg, device, resume, on_step)
 
 
@@ -260,8 +312,23 @@ def _checked(attempt: int, mask: Mask, rows: list[tuple], cfg: MaskTrainingConfi
     stable, reason = is_stable(
         xents, cfg.spike_window, cfg.spike_absolute, cfg.spike_relative, cfg.spike_recovery_steps
     )
-    log.info("attempt %d: %s after %d steps", attempt, reason, len(rows))
+    ended = ending(rows, cfg)[0]
+    log.info("attempt %d: %s, ended by %s after %d steps", attempt, reason, ended, len(rows))
     return Attempt(attempt, mask, rows, stable, reason)
+
+
+def _warn_unless_converged(result: TrainResult, cfg: MaskTrainingConfig) -> None:
+    """Say loudly when a mask is not a finished one: a user reads "stable" as "converged"."""
+    if result.ended == "max_steps":
+        log.warning(
+            "the mask did not converge: max_steps %d ran out with %.3g%% of the weights "
+            "undecided, %.3g× the weights on (the early-stop rule needs < %g×); its kept set is "
+            "not final. Raise max_steps or beta_growth (docs/method.md §4)",
+            cfg.max_steps, 100 * result.undecided_fraction, result.undecided_to_on,
+            cfg.early_stop_fraction,
+        )  # fmt: skip
+    elif result.ended == "non_finite":
+        log.warning("the kept attempt ended on a non-finite loss")
 
 
 def _chosen(tried: Sequence[Attempt], attempts: int) -> Attempt:
@@ -322,9 +389,12 @@ def train_mask(
         resume.clear()
     chosen = _chosen(tried, cfg.attempts)
     history = pd.DataFrame([r for t in tried for r in t.rows], columns=list(HISTORY_COLUMNS))
-    return TrainResult(
-        chosen.mask, history, chosen.number, len(chosen.rows), chosen.stable, chosen.reason
-    )
+    result = TrainResult(
+        chosen.mask, history, chosen.number, len(chosen.rows), chosen.stable, chosen.reason,
+        *ending(chosen.rows, cfg),
+    )  # fmt: skip
+    _warn_unless_converged(result, cfg)
+    return result
 
 
 SEARCH_COLUMNS = ("iteration", "source", "lam", "n_kept", "deviation", "stable", "steps")

@@ -47,8 +47,7 @@ found = training.match_size(
 result = found.result
 meta = io.provenance(
     rule="match_mask_size", **w, target="optimal", lam=f"match-{w.bigram_lam}", lam_value=found.lam,
-    matched=found.matched, goal_n_kept=goal, matching=matching, attempt=result.attempt,
-    steps=result.steps, stable=result.stable, outcome=result.reason,
+    matched=found.matched, goal_n_kept=goal, matching=matching, **result.summary(),
     n_kept=result.mask.n_kept, n_total=result.mask.n_total,
 )  # fmt: skip
 result.mask.save(snakemake.output.mask, meta=meta)

@@ -22,10 +22,7 @@ meta = io.provenance(
     **w,
     lam_value=cfg.lam,
     training=snakemake.params.training,
-    attempt=result.attempt,
-    steps=result.steps,
-    stable=result.stable,
-    outcome=result.reason,
+    **result.summary(),
     n_kept=result.mask.n_kept,
     n_total=result.mask.n_total,
 )
