@@ -114,9 +114,17 @@ def test_bad_input_is_named(texts_and_tokenizer):
     with pytest.raises(ValueError, match="fewer than one batch"):
         find_bigram_subnetwork(model, tokenizer, [texts[0][:150]], seq_len=32, **FAST)
     with pytest.raises(ValueError, match="does not fit"):
-        find_bigram_subnetwork(make_tiny_model("gpt2", vocab_size=64), tokenizer, texts)
+        find_bigram_subnetwork(make_tiny_model("gpt2", vocab_size=64), tokenizer, texts, seq_len=32)
     found = find_bigram_subnetwork(model, tokenizer, texts[:100], seq_len=32,
                                    **{**FAST, "max_steps": 2})  # fmt: skip
+    with pytest.raises(TypeError, match="arguments are out of order"):
+        evaluate_subnetwork(model, found.mask, texts, found.bigrams)
+    with pytest.raises(ValueError, match="longer than GPT2LMHeadModel's 64 positions"):
+        find_bigram_subnetwork(model, tokenizer, texts, seq_len=128, **FAST)
+    with pytest.raises(ValueError, match="seq_len must be an integer ≥ 2"):
+        find_bigram_subnetwork(model, tokenizer, texts, seq_len=0, **FAST)
+    with pytest.raises(ValueError, match="lam must be a number ≥ 0"):
+        find_bigram_subnetwork(model, tokenizer, texts, lam=-1, seq_len=32, **FAST)
     other = make_tiny_model("gpt_neox", vocab_size=len(tokenizer))
     with pytest.raises(ValueError, match="is not in the model"):
         evaluate_subnetwork(other, found.mask, tokenizer, texts, found.bigrams, seq_len=32)

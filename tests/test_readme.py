@@ -34,9 +34,9 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     tokenizer = train_bpe(documents, vocab_size=300)
     model_dir = tmp_path / "tiny-llama"
     # A bf16 checkpoint, as SmolLM2's published weights: transformers loads it in bf16.
-    make_tiny_model("llama", vocab_size=len(tokenizer)).to(torch.bfloat16).save_pretrained(
-        model_dir
-    )
+    model = make_tiny_model("llama", vocab_size=len(tokenizer)).to(torch.bfloat16)
+    model.config.max_position_embeddings = 128  # the example evaluates 128-token sequences
+    model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     (tmp_path / "corpus.txt").write_text("\n\n".join(documents))
     example = readme_example()

@@ -272,3 +272,27 @@ def test_progress_eta_is_the_mean_rate_times_what_is_left():
     progress.advance(3)
     assert progress.eta() == pytest.approx(3.0, rel=0.05)  # 3 units left at 1 s each
     assert (duration(12), duration(252), duration(11160)) == ("12 s", "4.2 min", "3.1 h")
+
+
+@pytest.mark.parametrize(
+    ("setting", "error", "message"),
+    [
+        ({"lam": -1.0}, ValueError, "lam must be a number ≥ 0"),
+        ({"lam": float("nan")}, ValueError, "lam must be a number ≥ 0"),
+        ({"lam": "10"}, TypeError, "lam must be a number, got str '10'"),
+        ({"max_steps": 2.5}, TypeError, "max_steps must be an integer, got float 2.5"),
+        ({"attempts": True}, TypeError, "attempts must be an integer, got bool"),
+        ({"learning_rate": 0.0}, ValueError, "learning_rate must be > 0"),
+        ({"early_stop_fraction": 1.5}, ValueError, r"early_stop_fraction must be in \(0, 1\]"),
+        ({"weight_decay": -0.1}, ValueError, "weight_decay must be ≥ 0"),
+        ({"lr_beta_exponent": 3.0}, ValueError, r"lr_beta_exponent must be in \[0, 2\]"),
+    ],
+)
+def test_settings_are_checked_by_name(setting, error, message):
+    with pytest.raises(error, match=message):
+        dataclasses.replace(CONFIG, **setting)
+
+
+def test_the_sentinel_lambdas_are_valid_settings():
+    assert dataclasses.replace(CONFIG, lam=float("inf")).lam == float("inf")
+    assert dataclasses.replace(CONFIG, lam=float("-inf")).lam == float("-inf")

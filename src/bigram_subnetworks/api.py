@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from .ablation import max_positions
 from .architectures import maskable_parameters, spec_for
 from .bigrams import BigramCounts, BigramModel
 from .corpus import sequences_from_texts
@@ -100,7 +101,21 @@ class Subnetwork:
         )  # fmt: skip
 
 
-def _sequences(tokenizer, texts, tokens, seq_len: int) -> np.ndarray:
+def _sequences(model: nn.Module, tokenizer, texts, tokens, seq_len: int) -> np.ndarray:
+    """The token rows a call works on, checked against the model's positions."""
+    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
+        raise ValueError(f"seq_len must be an integer ≥ 2 (a token and its next), got {seq_len!r}")
+    rows = _rows(tokenizer, texts, tokens, seq_len)
+    positions = max_positions(model)
+    if rows.shape[1] > positions:
+        raise ValueError(
+            f"sequences of {rows.shape[1]} tokens are longer than {type(model).__name__}'s "
+            f"{positions} positions: give seq_len ≤ {positions}"
+        )
+    return rows
+
+
+def _rows(tokenizer, texts, tokens, seq_len: int) -> np.ndarray:
     if (texts is None) == (tokens is None):
         raise ValueError("give either texts (with a tokenizer) or tokens, not both")
     if tokens is not None:
@@ -163,7 +178,7 @@ def find_bigram_subnetwork(
     ``max_steps=2000``, ``learning_rate=0.1, beta_growth=1.04`` for a CPU budget); ``on_step``
     receives every step's history row."""
     spec_for(model)  # an unsupported model is named with the supported families, before any work
-    tokens = _sequences(tokenizer, texts, tokens, seq_len)
+    tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
     size = _vocab_size(model, tokenizer, vocab_size)
     if bigrams is None:
         bigrams = BigramModel(BigramCounts.count(tokens, size))
@@ -192,7 +207,7 @@ def find_optimal_subnetwork(
     """The optimal-pruning subnetwork of ``model`` (the paper's baseline): the same training
     towards the full model's own next-token distribution (docs/method.md §5)."""
     spec_for(model)
-    tokens = _sequences(tokenizer, texts, tokens, seq_len)
+    tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
     precision = MaskTrainingConfig(lam=lam, **settings).precision  # of the teacher's forward too
     size = _vocab_size(model, tokenizer, vocab_size)
     with working_model(model, device) as device:
@@ -218,12 +233,20 @@ def evaluate_subnetwork(
     ``bigrams`` are the statistics the mask was trained towards (`Subnetwork.bigrams`)."""
     from .evaluation import evaluate_mask
 
-    if bigrams is None:
-        raise ValueError("evaluation needs the bigram statistics the mask was trained towards")
+    if isinstance(texts, BigramModel) or isinstance(tokenizer, list | tuple):
+        raise TypeError(
+            "evaluate_subnetwork(model, mask, tokenizer, texts, bigrams): the arguments are out "
+            "of order (a list of texts where the tokenizer goes, or bigrams where the texts go)"
+        )
+    if not isinstance(bigrams, BigramModel):
+        raise ValueError(
+            "evaluation needs the bigram statistics the mask was trained towards (a "
+            f"BigramModel, e.g. Subnetwork.bigrams), got {type(bigrams).__name__}"
+        )
     spec_for(model)
     mask.check_matches(model)
     if set(mask.tensors) != set(maskable_parameters(model)):
         raise ValueError("the mask does not cover every maskable weight of this model")
-    tokens = _sequences(tokenizer, texts, tokens, seq_len)
+    tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
     with working_model(model, device):
         return evaluate_mask(model, mask, tokens, bigrams, batch_size, fidelity=fidelity)

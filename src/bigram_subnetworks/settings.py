@@ -8,8 +8,10 @@ when the DAG is built stays fast.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .architectures import REGISTRY
@@ -18,6 +20,7 @@ from .architectures import REGISTRY
 SENTINELS = {"full": float("-inf"), "empty": float("inf")}
 # How a mask-training step multiplies matrices (`runtime.autocast`).
 PRECISIONS = ("auto", "bf16", "fp32")
+_KINDS = {"int": "an integer", "float": "a number", "str": "a string"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,21 @@ class MaskTrainingConfig:
     lr_beta_exponent: float = 0.0
 
     def __post_init__(self) -> None:
+        self._check_types()
+        # λ = ±inf are the sentinels (`SENTINELS`), which are never trained.
+        if not (self.lam >= 0 or self.lam == -math.inf):
+            raise ValueError(f"lam must be a number ≥ 0 (λ of the L1 penalty), got {self.lam}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"learning_rate must be > 0 and finite, got {self.learning_rate}")
+        if not 0 < self.early_stop_fraction <= 1:
+            raise ValueError(
+                f"early_stop_fraction must be in (0, 1], got {self.early_stop_fraction}"
+            )
+        for field in ("weight_decay", "spike_absolute", "spike_recovery_steps", "seed"):
+            if not 0 <= getattr(self, field) < math.inf:
+                raise ValueError(f"{field} must be ≥ 0 and finite, got {getattr(self, field)}")
+        if not 1 <= self.spike_relative < math.inf:
+            raise ValueError(f"spike_relative must be ≥ 1, got {self.spike_relative}")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
@@ -65,6 +83,23 @@ class MaskTrainingConfig:
             raise ValueError(f"lr_beta_exponent must be in [0, 2], got {self.lr_beta_exponent}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def _check_types(self) -> None:
+        """Each setting is of its field's type (an int for counts: 2.5 steps or "10" are
+        refused here, by name, rather than deep inside numpy or torch)."""
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type == "int":
+                ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            elif field.type == "float":
+                ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                raise TypeError(
+                    f"{field.name} must be {_KINDS[field.type]}, got {type(value).__name__} "
+                    f"{value!r}"
+                )
 
     @property
     def micro_batch(self) -> int:
