@@ -9,7 +9,8 @@ strings (or `tokens`, an int array [sequences, seq_len]). The training settings 
 paper's (`training.MaskTrainingConfig`); any of them can be given as keyword arguments. The
 model may be fp32, bf16 or fp16: while a call runs it sits on the training device (CUDA when
 available) with fp32 weights, in eval mode (`runtime.working_model`), and it comes back on its
-own device, in its own dtype, mode and requires_grad, bit-identical. The workflow runs the same functions, stage by stage, with cached artifacts.
+own device, in its own dtype, mode and requires_grad, bit-identical. The workflow runs the same
+functions, stage by stage, with cached artifacts.
 """
 
 from __future__ import annotations
