@@ -169,3 +169,41 @@ def test_half_precision_checkpoints_work_and_come_back_unchanged(arch, dtype, te
     assert all(torch.equal(after[n], t) for n, t in before.items())
     copy = masked_copy(model, found.mask)
     assert next(copy.parameters()).dtype == dtype
+
+
+PROGRESS_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import make_tiny_model
+from bigram_subnetworks import find_bigram_subnetwork
+from bigram_subnetworks.corpus import python_docs_documents
+from bigram_subnetworks.tokenizer import train_bpe
+texts = python_docs_documents()[:150]
+tokenizer = train_bpe(texts, vocab_size=300)
+model = make_tiny_model("gpt2", vocab_size=len(tokenizer))
+find_bigram_subnetwork(model, tokenizer, texts, lam=1, seq_len=32, progress={progress},
+                       learning_rate=0.1, beta_growth=1.05, max_steps=4, batch_size=8, log_every=2)
+"""
+
+
+@pytest.mark.parametrize("progress", [None, False])
+def test_a_script_shows_progress_without_configuring_logging(progress, tmp_path):
+    """`python x.py > log` with no logging set up: by default the steps are printed (to
+    stderr, no bar since no person watches), with what happens before the first step;
+    progress=False shows no progress."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "x.py"
+    tests = str(Path(__file__).parent)
+    script.write_text(PROGRESS_SCRIPT.format(tests=tests, progress=progress))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    if progress is None:
+        assert "tokenizing 150 texts into sequences of 32 tokens" in run.stderr
+        assert "counting bigrams over" in run.stderr
+        assert "attempt 0 step 2/4" in run.stderr and "step 4/4" in run.stderr
+        assert "\r" not in run.stderr  # no bar in a log file
+    else:  # warnings still show (logging's last resort), as the unconverged mask's here
+        assert "attempt 0 step" not in run.stderr and "tokenizing" not in run.stderr
+        assert "the mask did not converge" in run.stderr

@@ -283,7 +283,7 @@ def test_progress_eta_is_the_mean_rate_times_what_is_left():
         ({"max_steps": 2.5}, TypeError, "max_steps must be an integer, got float 2.5"),
         ({"attempts": True}, TypeError, "attempts must be an integer, got bool"),
         ({"learning_rate": 0.0}, ValueError, "learning_rate must be > 0"),
-        ({"early_stop_fraction": 1.5}, ValueError, r"early_stop_fraction must be in \(0, 1\]"),
+        ({"early_stop_fraction": 1.5}, ValueError, r"early_stop_fraction must be in \[0, 1\]"),
         ({"weight_decay": -0.1}, ValueError, "weight_decay must be ≥ 0"),
         ({"lr_beta_exponent": 3.0}, ValueError, r"lr_beta_exponent must be in \[0, 2\]"),
     ],

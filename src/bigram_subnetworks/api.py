@@ -16,6 +16,7 @@ functions, stage by stage, with cached artifacts.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,10 +33,12 @@ from .bigrams import BigramCounts, BigramModel
 from .corpus import sequences_from_texts
 from .io import read_json, write_json, write_table
 from .masking import Mask
-from .progress import StepCallback
+from .progress import StepCallback, reporting
 from .runtime import working_model
 from .targets import BigramTarget, TeacherTarget
 from .training import MaskTrainingConfig, train_mask
+
+log = logging.getLogger(__name__)
 
 MASK_FILE, HISTORY_FILE, META_FILE, BIGRAMS_FILE = (
     "mask.safetensors", "history.tsv", "meta.json", "bigrams.npz"
@@ -106,6 +109,9 @@ def _sequences(model: nn.Module, tokenizer, texts, tokens, seq_len: int) -> np.n
     """The token rows a call works on, checked against the model's positions."""
     if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
         raise ValueError(f"seq_len must be an integer ≥ 2 (a token and its next), got {seq_len!r}")
+    if texts is not None:
+        count = 1 if isinstance(texts, str) else len(texts)
+        log.info("tokenizing %d texts into sequences of %d tokens", count, seq_len)
     rows = _rows(tokenizer, texts, tokens, seq_len)
     positions = max_positions(model)
     if rows.shape[1] > positions:
@@ -171,25 +177,29 @@ def find_bigram_subnetwork(
     vocab_size: int | None = None,
     device=None,
     on_step: StepCallback | None = None,
+    progress: bool | None = None,
     **settings: Any,
 ) -> Subnetwork:
     """The bigram subnetwork of ``model``: the mask trained so that the masked model predicts
     P(next | current token), counted on the same text unless ``bigrams`` are given
     (docs/method.md §2–§5). ``settings`` override the paper's training values (e.g.
     ``max_steps=2000``, ``learning_rate=0.1, beta_growth=1.04`` for a CPU budget); ``on_step``
-    receives every step's history row."""
+    receives every step's history row; ``progress`` as in `progress.reporting` (None: a bar
+    where a person watches, log lines when logging is not configured; False: silent)."""
     spec_for(model)  # an unsupported model is named with the supported families, before any work
-    tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
-    size = _vocab_size(model, tokenizer, vocab_size)
-    if bigrams is None:
-        bigrams = BigramModel(BigramCounts.count(tokens, size))
-    elif bigrams.vocab_size != size:
-        raise ValueError(
-            f"bigram table of {bigrams.vocab_size} tokens for a {size}-token vocabulary"
-        )
-    with working_model(model, device) as device:
-        target = BigramTarget(bigrams, device=device)
-        return _train(model, target, "bigram", tokens, lam, device, on_step, settings)
+    with reporting(progress):
+        tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
+        size = _vocab_size(model, tokenizer, vocab_size)
+        if bigrams is None:
+            log.info("counting bigrams over %d tokens (vocabulary %d)", tokens.size, size)
+            bigrams = BigramModel(BigramCounts.count(tokens, size))
+        elif bigrams.vocab_size != size:
+            raise ValueError(
+                f"bigram table of {bigrams.vocab_size} tokens for a {size}-token vocabulary"
+            )
+        with working_model(model, device) as device:
+            target = BigramTarget(bigrams, device=device)
+            return _train(model, target, "bigram", tokens, lam, device, on_step, settings)
 
 
 def find_optimal_subnetwork(
@@ -203,17 +213,19 @@ def find_optimal_subnetwork(
     vocab_size: int | None = None,
     device=None,
     on_step: StepCallback | None = None,
+    progress: bool | None = None,
     **settings: Any,
 ) -> Subnetwork:
     """The optimal-pruning subnetwork of ``model`` (the paper's baseline): the same training
     towards the full model's own next-token distribution (docs/method.md §5)."""
     spec_for(model)
-    tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
     precision = MaskTrainingConfig(lam=lam, **settings).precision  # of the teacher's forward too
-    size = _vocab_size(model, tokenizer, vocab_size)
-    with working_model(model, device) as device:
-        target = TeacherTarget(model, size, precision)
-        return _train(model, target, "optimal", tokens, lam, device, on_step, settings)
+    with reporting(progress):
+        tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
+        size = _vocab_size(model, tokenizer, vocab_size)
+        with working_model(model, device) as device:
+            target = TeacherTarget(model, size, precision)
+            return _train(model, target, "optimal", tokens, lam, device, on_step, settings)
 
 
 def evaluate_subnetwork(
@@ -228,6 +240,7 @@ def evaluate_subnetwork(
     batch_size: int = 32,
     fidelity: bool = False,
     device=None,
+    progress: bool | None = None,
 ) -> dict[str, float]:
     """`evaluation.evaluate_mask` on held-out text: bigram r (drop-inf, clip-inf), cross-entropy
     against the bigram distribution, size; with ``fidelity``, agreement with the full model.
@@ -248,6 +261,7 @@ def evaluate_subnetwork(
     mask.check_matches(model)
     if set(mask.tensors) != set(maskable_parameters(model)):
         raise ValueError("the mask does not cover every maskable weight of this model")
-    tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
-    with working_model(model, device):
-        return evaluate_mask(model, mask, tokens, bigrams, batch_size, fidelity=fidelity)
+    with reporting(progress):
+        tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
+        with working_model(model, device):
+            return evaluate_mask(model, mask, tokens, bigrams, batch_size, fidelity=fidelity)

@@ -8,13 +8,19 @@ session shows a tqdm bar, and a caller's own logger can subscribe with ``callbac
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
+# Whether `Progress` shows a bar when it is not told: None follows `interactive()`; the
+# library's front doors set it from their `progress=` switch (`reporting`).
+_BARS: contextvars.ContextVar[bool | None] = contextvars.ContextVar("bars", default=None)
+PACKAGE_LOGGER = "bigram_subnetworks"
 
 
 def interactive() -> bool:
@@ -60,10 +66,13 @@ class Progress:
         self.done = self.start = self.logged = start
         self.started = self.last_log = time.perf_counter()
         self._bar = None
+        if bar is None:
+            bar = _BARS.get()
         if bar if bar is not None else interactive():
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=start, desc=what, unit=unit, leave=False)
+            # The bar stays when done: a notebook keeps the record of the run.
+            self._bar = tqdm(total=total, initial=start, desc=what, unit=unit, leave=True)
 
     def eta(self) -> float:
         """Seconds left at the mean rate of this run so far (0 before its first unit)."""
@@ -107,6 +116,44 @@ class Progress:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _unconfigured(logger: logging.Logger) -> bool:
+    """Whether no handler would print this logger's INFO lines (only logging's last resort,
+    which shows warnings only)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.handlers:
+            return False
+        current = current.parent if current.propagate else None
+    return True
+
+
+@contextlib.contextmanager
+def reporting(progress: bool | None) -> Iterator[None]:
+    """Progress of one library call, as users of transformers and huggingface_hub expect:
+    ``None`` (default) shows a tqdm bar where a person watches (a terminal, a notebook) and, when
+    the caller has not configured `logging`, prints the package's INFO lines (progress every
+    `log_every` steps, what it is doing before the first step) to stderr for the call, so a
+    script or batch job keeps a record; ``True`` always shows the bar and the lines; ``False``
+    shows neither (the caller's own logging configuration still applies)."""
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    handler = None
+    if progress is not False and _unconfigured(logger):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    level = logger.level
+    if handler is not None and logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    token = _BARS.set(progress if progress is not None else None)
+    try:
+        yield
+    finally:
+        _BARS.reset(token)
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 def _format(value: Any) -> str:

@@ -61,9 +61,9 @@ class MaskTrainingConfig:
             raise ValueError(f"lam must be a number ≥ 0 (λ of the L1 penalty), got {self.lam}")
         if not 0 < self.learning_rate < math.inf:
             raise ValueError(f"learning_rate must be > 0 and finite, got {self.learning_rate}")
-        if not 0 < self.early_stop_fraction <= 1:
+        if not 0 <= self.early_stop_fraction <= 1:  # 0: only once nothing is undecided
             raise ValueError(
-                f"early_stop_fraction must be in (0, 1], got {self.early_stop_fraction}"
+                f"early_stop_fraction must be in [0, 1], got {self.early_stop_fraction}"
             )
         for field in ("weight_decay", "spike_absolute", "spike_recovery_steps", "seed"):
             if not 0 <= getattr(self, field) < math.inf:
