@@ -4,7 +4,9 @@ saves and loads it; bad input is named."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -207,3 +209,43 @@ def test_a_script_shows_progress_without_configuring_logging(progress, tmp_path)
     else:  # warnings still show (logging's last resort), as the unconverged mask's here
         assert "attempt 0 step" not in run.stderr and "tokenizing" not in run.stderr
         assert "the mask did not converge" in run.stderr
+
+
+def test_a_save_is_whole_or_nothing_and_says_what_it_belongs_to(texts_and_tokenizer, tmp_path):
+    texts, tokenizer = texts_and_tokenizer
+    model = make_tiny_model("llama", vocab_size=len(tokenizer))
+    found = find_bigram_subnetwork(model, tokenizer, texts[:100], seq_len=32, **FAST)
+    provenance = found.provenance
+    assert provenance["vocab_size"] == len(tokenizer) and len(provenance["weights"]) == 16
+    target = tmp_path / "sub"
+    found.save(target)
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        found.save(target)
+    # An optimal subnetwork saved over it: no stale bigram table is left beside it.
+    optimal = find_optimal_subnetwork(model, tokenizer, texts[:100], seq_len=32, **FAST)
+    optimal.save(target, overwrite=True)
+    assert not (target / "bigrams.npz").exists() and Subnetwork.load(target).bigrams is None
+    # A save that fails half-way leaves the previous one whole and no staging directory.
+    broken = dataclasses.replace(found, history=None)
+    with pytest.raises(AttributeError):
+        broken.save(target, overwrite=True)
+    assert Subnetwork.load(target).target == "optimal"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+    meta = json.loads((target / "meta.json").read_text())
+    assert meta["format_version"] == 1 and meta["provenance"] == optimal.provenance
+
+
+def test_a_subnetwork_warns_on_another_checkpoint_of_the_same_shape(texts_and_tokenizer):
+    texts, tokenizer = texts_and_tokenizer
+    model = make_tiny_model("gpt2", vocab_size=len(tokenizer))
+    found = find_bigram_subnetwork(model, tokenizer, texts[:100], seq_len=32, **FAST)
+    held_out = texts[100:130]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_subnetwork(model, found, tokenizer, held_out, seq_len=32)  # its own: silent
+        half = model.to(torch.bfloat16)  # the same weights rounded: another fingerprint
+    other = make_tiny_model("gpt2", vocab_size=len(tokenizer), seed=1)
+    with pytest.warns(UserWarning, match="trained on other weights"):
+        evaluate_subnetwork(other, found, tokenizer, held_out, seq_len=32)
+    with pytest.raises(ValueError, match="trained on other weights"):
+        evaluate_subnetwork(half, found, tokenizer, held_out, seq_len=32, strict=True)

@@ -64,7 +64,7 @@ def test_default_dag():
     assert counts["evaluate_mask"] == counts["train_mask"] + counts["match_mask_size"]
     assert counts["overlap"] == 4 and counts["ablation"] == 2
     assert counts["lens"] == 2  # the final checkpoint of both models
-    assert counts["plot"] == 9
+    assert counts["plot"] == 10
     assert counts["pretrain"] == 2 and counts["corpus"] == counts["tokenize"] == 1
 
 
@@ -111,6 +111,7 @@ FIGURES = (
     "pretraining",
     "overlap",
     "ablation",
+    "ablation_dose_response",
     "lens",
     "covariance",
     "dynamics",
@@ -198,15 +199,20 @@ def test_tables_have_the_documented_columns(test_run):
 def test_overlap_tables(test_run):
     workdir, _ = test_run
     overlap = _table(workdir, "overlap")
-    assert len(overlap) == 2 * 2  # pairs × seeds
+    assert len(overlap) == 2 * 2 * 2  # pairs × pair kinds (configured, magnitude control) × seeds
     assert set(overlap["optimal_lam"]) == {"0.1", "match-1"}
+    assert set(overlap["pair"]) == {"bigram-optimal", "bigram-magnitude"}
+    sizes = overlap.pivot_table(index=["optimal_lam", "seed"], columns="pair", values="n_b")
+    assert (sizes["bigram-optimal"] == sizes["bigram-magnitude"]).all()  # size-matched control
     assert (overlap["overlap"] == overlap["n_both"] / overlap["n_total"]).all()
     assert overlap["p_value"].between(0, 1).all() and (overlap["permutations"] == 1000).all()
-    assert (_table(workdir, "overlap_summary")["n_seeds"] == 2).all()
+    summary = _table(workdir, "overlap_summary")
+    assert (summary["n_seeds"] == 2).all() and len(summary) == 2 * 2
     blocks = _table(workdir, "overlap_blocks")
-    totals = blocks.groupby(["optimal_lam", "seed"])["n_both"].sum().reset_index()
-    merged = totals.merge(overlap, on=["optimal_lam", "seed"], suffixes=("_blocks", ""))
-    assert (merged["n_both_blocks"] == merged["n_both"]).all()
+    keys = ["optimal_lam", "pair", "seed"]
+    totals = blocks.groupby(keys)["n_both"].sum().reset_index()
+    merged = totals.merge(overlap, on=keys, suffixes=("_blocks", ""))
+    assert len(merged) == len(overlap) and (merged["n_both_blocks"] == merged["n_both"]).all()
 
 
 def test_ablation_and_generation_tables(test_run):
@@ -216,6 +222,15 @@ def test_ablation_and_generation_tables(test_run):
     full = ablation[ablation["condition"] == "full"]
     assert (full["kept_fraction"] == 1.0).all() and (full["mean_surprisal_bits"] > 0).all()
     assert (_table(workdir, "ablation_summary")["n_seeds"] == 2).all()
+    doses = _table(workdir, "ablation_dose_response")
+    assert set(doses["removal"]) == {"none", "random", "subnetwork"}
+    for _, run in doses.groupby(["model", "seed"]):
+        random = run[run["removal"] == "random"]
+        own = run[run["removal"] == "subnetwork"].iloc[0]
+        assert random["n_removed"].is_monotonic_increasing and len(random) >= 1
+        assert random["n_removed"].iloc[-1] == own["n_removed"]
+        assert (run["fraction_removed"] > 0).sum() == len(run) - 1
+        assert run["mean_surprisal_bits"].notna().all()
     generations = _table(workdir, "generations")
     assert len(generations) == 2 * 2 * 5 * 2  # runs × seeds × conditions × samples
     assert (generations["prompt"] == "This is").all()
@@ -227,9 +242,11 @@ def test_residual_stream_and_dynamics_tables(test_run):
     assert set(lens["condition"]) == {"full", "subnetwork", "full_minus_subnetwork", "random"}
     assert len(lens) == 2 * 4 * 3  # seeds × conditions × layers 0..2
     assert {"out_corr", "in_recall1", "in_recall10", "out_rotation", "in_rotation"} <= set(lens)
+    assert {"out_rotation_dominant", "out_scaling_dominant", "out_n_dominant"} <= set(lens)
     covariance = _table(workdir, "covariance")
     diagonal = covariance[covariance["layer_i"] == covariance["layer_j"]]
-    assert np.allclose(diagonal["similarity"], 1.0)
+    assert np.allclose(diagonal["similarity"], 1.0) and np.allclose(diagonal["cka"], 1.0)
+    assert covariance["cka"].between(0, 1 + 1e-9).all()
     assert len(_table(workdir, "lens_summary")) == 4 * 3
     dynamics = _table(workdir, "dynamics")
     assert len(dynamics) == 3 * 2 * 2  # models × checkpoints × seeds
@@ -419,3 +436,16 @@ def test_report_has_every_figure_and_main_table_with_captions(test_run, tmp_path
     assert _in_report(titles["lens"], html) and _in_report(titles["overlap"], html)
     assert not _in_report(titles["r_vs_size"], html)
     assert "system-message" not in html
+
+
+def test_a_workflow_mask_loads_as_a_library_subnetwork(test_run):
+    """One on-disk format: a mask directory of the workflow is a `Subnetwork` directory."""
+    from bigram_subnetworks import Subnetwork
+
+    workdir, _ = test_run
+    loaded = Subnetwork.load(workdir / "results/masks/neox-test/step40/bigram/lam-1/seed-0")
+    meta = json.loads(
+        (workdir / "results/masks/neox-test/step40/bigram/lam-1/seed-0/meta.json").read_text()
+    )
+    assert loaded.mask.n_kept == meta["n_kept"] and loaded.config.lam == meta["lam_value"]
+    assert loaded.ended == meta["ended"] and loaded.steps == len(loaded.history)

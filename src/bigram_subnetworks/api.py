@@ -16,8 +16,12 @@ functions, stage by stage, with cached artifacts.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +29,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
+from . import __version__
 from .ablation import max_positions
 from .architectures import maskable_parameters, spec_for
 from .bigrams import BigramCounts, BigramModel
@@ -43,13 +49,43 @@ log = logging.getLogger(__name__)
 MASK_FILE, HISTORY_FILE, META_FILE, BIGRAMS_FILE = (
     "mask.safetensors", "history.tsv", "meta.json", "bigrams.npz"
 )  # fmt: skip
+# The on-disk format of a subnetwork directory, shared with the workflow's mask directories
+# (rule train_mask): a library save is a workflow mask and a workflow mask loads here.
+FORMAT_VERSION = 1
+_FINGERPRINT_SAMPLE = 4096  # values per weight matrix hashed into the weights fingerprint
+
+
+def model_fingerprint(model: nn.Module, tokenizer=None) -> dict[str, Any]:
+    """What a subnetwork belongs to: the base model's name and revision (when it came from the
+    hub or a directory), a hash of its maskable weights' names and shapes (`layout`) and one of
+    their values (`weights`: names, shapes and an evenly strided sample of each matrix, as
+    fp32, so another checkpoint of the same shape is told apart), and the tokenizer."""
+    weights = maskable_parameters(model)
+    layout, values = hashlib.sha256(), hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach()
+        layout.update(f"{name}:{tuple(tensor.shape)};".encode())
+        flat = tensor.reshape(-1)
+        sample = flat[:: max(1, flat.numel() // _FINGERPRINT_SAMPLE)][:_FINGERPRINT_SAMPLE]
+        values.update(sample.to("cpu", torch.float32).numpy().tobytes())
+    config = getattr(model, "config", None)
+    return {
+        "base_model": getattr(config, "name_or_path", None) or None,
+        "revision": getattr(config, "_commit_hash", None),
+        "layout": layout.hexdigest()[:16],
+        "weights": hashlib.sha256(layout.digest() + values.digest()).hexdigest()[:16],
+        "tokenizer": getattr(tokenizer, "name_or_path", None) or None,
+        "vocab_size": len(tokenizer) if tokenizer is not None else None,
+    }
 
 
 @dataclass(frozen=True)
 class Subnetwork:
     """A trained subnetwork: the binary mask, every step of training (`training.HISTORY_COLUMNS`),
-    the settings, which attempt was kept and whether it passed the stability check, and the
-    bigram statistics it was trained towards (None for an optimal subnetwork)."""
+    the settings, which attempt was kept, whether it passed the stability check (``stable``) and
+    how training ended (``ended``, ``converged``: docs/method.md §4), the bigram statistics it
+    was trained towards (None for an optimal subnetwork), and what it belongs to
+    (``provenance``: `model_fingerprint`, the library's version)."""
 
     mask: Mask
     history: pd.DataFrame
@@ -63,6 +99,7 @@ class Subnetwork:
     ended: str = "early_stop"
     undecided_fraction: float = 0.0
     undecided_to_on: float = 0.0
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def converged(self) -> bool:
@@ -70,25 +107,51 @@ class Subnetwork:
         that ran out of ``max_steps`` still has undecided weights and is not a final result."""
         return self.ended in ("early_stop", "sentinel")
 
-    def save(self, directory: str | os.PathLike) -> None:
-        """mask.safetensors, history.tsv, meta.json (and bigrams.npz) in ``directory``."""
-        directory = Path(directory)
-        meta = {
-            "target": self.target, "config": dataclasses.asdict(self.config),
-            "attempt": self.attempt, "steps": self.steps, "stable": self.stable,
-            "reason": self.reason, "ended": self.ended, "converged": self.converged,
+    def meta(self) -> dict[str, Any]:
+        """meta.json: the keys of a workflow mask's (rule train_mask) and the provenance."""
+        return {
+            "target": self.target, "lam_value": self.config.lam,
+            "training": dataclasses.asdict(self.config), "attempt": self.attempt,
+            "steps": self.steps, "stable": self.stable, "outcome": self.reason,
+            "ended": self.ended, "converged": self.converged,
             "undecided_fraction": self.undecided_fraction,
             "undecided_to_on": self.undecided_to_on,
             "n_kept": self.mask.n_kept, "n_total": self.mask.n_total,
+            "provenance": self.provenance, "format_version": FORMAT_VERSION,
+            "bigram_subnetworks": __version__,
         }  # fmt: skip
-        self.mask.save(directory / MASK_FILE, meta=meta)
-        write_table(self.history, directory / HISTORY_FILE)
-        if self.bigrams is not None:
-            self.bigrams.counts.save(directory / BIGRAMS_FILE)
-        write_json(meta, directory / META_FILE)
+
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """mask.safetensors, history.tsv, meta.json (and bigrams.npz) in ``directory``, written
+        whole or not at all: into a new directory beside it, then renamed into place, so an
+        old save is never mixed with a new one and a failed save leaves the old one intact.
+        An existing ``directory`` is replaced only with ``overwrite=True``."""
+        directory = Path(directory)
+        if directory.exists() and not overwrite:
+            raise FileExistsError(f"{directory} exists: pass overwrite=True to replace it")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            meta = self.meta()
+            self.mask.save(staging / MASK_FILE, meta=meta)
+            write_table(self.history, staging / HISTORY_FILE)
+            if self.bigrams is not None:
+                self.bigrams.counts.save(staging / BIGRAMS_FILE)
+            write_json(meta, staging / META_FILE)
+            if directory.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+                os.replace(directory, old / directory.name)
+                os.replace(staging, directory)
+                shutil.rmtree(old)
+            else:
+                os.replace(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Subnetwork:
+        """A subnetwork saved by `save`, or a workflow mask directory (results/masks/…; its
+        bigram table is the run's, not in the directory: evaluate with that)."""
         directory = Path(directory)
         meta = read_json(directory / META_FILE)
         bigrams = None
@@ -97,12 +160,30 @@ class Subnetwork:
         return cls(
             mask=Mask.load(directory / MASK_FILE),
             history=pd.read_csv(directory / HISTORY_FILE, sep="\t"),
-            config=MaskTrainingConfig(**meta["config"]), target=meta["target"],
+            config=MaskTrainingConfig(**meta["training"]), target=meta["target"],
             attempt=meta["attempt"], steps=meta["steps"], stable=meta["stable"],
-            reason=meta["reason"], bigrams=bigrams, ended=meta["ended"],
+            reason=meta["outcome"], bigrams=bigrams, ended=meta["ended"],
             undecided_fraction=meta["undecided_fraction"],
             undecided_to_on=meta["undecided_to_on"],
+            provenance=meta.get("provenance", {}),
         )  # fmt: skip
+
+    def check_model(self, model: nn.Module, *, strict: bool = False) -> None:
+        """Warn (or with ``strict`` refuse) when ``model`` is not the one this subnetwork was
+        trained on: other weights of the same layout give meaningless results silently."""
+        saved = self.provenance.get("weights")
+        if saved is None:
+            return
+        current = model_fingerprint(model)["weights"]
+        if current != saved:
+            message = (
+                f"this subnetwork was trained on other weights ({self.provenance.get('base_model')}"
+                f", fingerprint {saved}) than this model's ({current}): another checkpoint or "
+                "dtype of the same layout"
+            )
+            if strict:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=3)
 
 
 def _sequences(model: nn.Module, tokenizer, texts, tokens, seq_len: int) -> np.ndarray:
@@ -151,18 +232,20 @@ def _vocab_size(model: nn.Module, tokenizer, vocab_size: int | None) -> int:
     return size
 
 
-def _train(model, target, target_name, tokens, lam, device, on_step, settings) -> Subnetwork:
+def _train(model, tokenizer, target, target_name, tokens, lam, device, on_step, settings):
     config = MaskTrainingConfig(lam=lam, **settings)
     if len(tokens) < config.batch_size:
         raise ValueError(
             f"{len(tokens)} training sequences are fewer than one batch ({config.batch_size}): "
             "give more text, a shorter seq_len or a smaller batch_size"
         )
+    provenance = model_fingerprint(model, tokenizer)
     result = train_mask(model, target, tokens, config, device, on_step=on_step)
     bigrams = target.bigrams if isinstance(target, BigramTarget) else None
     return Subnetwork(result.mask, result.history, config, target_name, result.attempt,
                       result.steps, result.stable, result.reason, bigrams, result.ended,
-                      result.undecided_fraction, result.undecided_to_on)  # fmt: skip
+                      result.undecided_fraction, result.undecided_to_on,
+                      provenance)  # fmt: skip
 
 
 def find_bigram_subnetwork(
@@ -199,7 +282,9 @@ def find_bigram_subnetwork(
             )
         with working_model(model, device) as device:
             target = BigramTarget(bigrams, device=device)
-            return _train(model, target, "bigram", tokens, lam, device, on_step, settings)
+            return _train(
+                model, tokenizer, target, "bigram", tokens, lam, device, on_step, settings
+            )
 
 
 def find_optimal_subnetwork(
@@ -225,12 +310,14 @@ def find_optimal_subnetwork(
         size = _vocab_size(model, tokenizer, vocab_size)
         with working_model(model, device) as device:
             target = TeacherTarget(model, size, precision)
-            return _train(model, target, "optimal", tokens, lam, device, on_step, settings)
+            return _train(
+                model, tokenizer, target, "optimal", tokens, lam, device, on_step, settings
+            )
 
 
 def evaluate_subnetwork(
     model: nn.Module,
-    mask: Mask,
+    mask: Mask | Subnetwork,
     tokenizer=None,
     texts: Sequence[str] | None = None,
     bigrams: BigramModel | None = None,
@@ -241,12 +328,19 @@ def evaluate_subnetwork(
     fidelity: bool = False,
     device=None,
     progress: bool | None = None,
+    strict: bool = False,
 ) -> dict[str, float]:
     """`evaluation.evaluate_mask` on held-out text: bigram r (drop-inf, clip-inf), cross-entropy
     against the bigram distribution, size; with ``fidelity``, agreement with the full model.
-    ``bigrams`` are the statistics the mask was trained towards (`Subnetwork.bigrams`)."""
+    ``bigrams`` are the statistics the mask was trained towards (`Subnetwork.bigrams`). Given
+    a `Subnetwork`, its own bigrams are the default, and a model with other weights than it was
+    trained on is warned about (refused with ``strict=True``)."""
     from .evaluation import evaluate_mask
 
+    if isinstance(mask, Subnetwork):
+        mask.check_model(model, strict=strict)
+        bigrams = mask.bigrams if bigrams is None else bigrams
+        mask = mask.mask
     if isinstance(texts, BigramModel) or isinstance(tokenizer, list | tuple):
         raise TypeError(
             "evaluate_subnetwork(model, mask, tokenizer, texts, bigrams): the arguments are out "
