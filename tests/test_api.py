@@ -249,3 +249,14 @@ def test_a_subnetwork_warns_on_another_checkpoint_of_the_same_shape(texts_and_to
         evaluate_subnetwork(other, found, tokenizer, held_out, seq_len=32)
     with pytest.raises(ValueError, match="trained on other weights"):
         evaluate_subnetwork(half, found, tokenizer, held_out, seq_len=32, strict=True)
+
+
+def test_the_version_is_written_once_and_the_package_is_typed():
+    """pyproject.toml reads `__version__` (dynamic); CITATION.cff states the same release."""
+    import importlib.metadata
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert importlib.metadata.version("bigram-subnetworks") == bigram_subnetworks.__version__
+    assert f"version: {bigram_subnetworks.__version__}\n" in (root / "CITATION.cff").read_text()
+    assert (Path(bigram_subnetworks.__file__).parent / "py.typed").is_file()
