@@ -14,6 +14,7 @@ import torch
 
 import bigram_subnetworks
 from bigram_subnetworks import (
+    Mask,
     MaskTrainingConfig,
     Subnetwork,
     apply_mask,
@@ -260,3 +261,19 @@ def test_the_version_is_written_once_and_the_package_is_typed():
     assert importlib.metadata.version("bigram-subnetworks") == bigram_subnetworks.__version__
     assert f"version: {bigram_subnetworks.__version__}\n" in (root / "CITATION.cff").read_text()
     assert (Path(bigram_subnetworks.__file__).parent / "py.typed").is_file()
+
+
+def test_a_lambda_sweep_gives_the_r_vs_size_table_with_the_full_model_first(texts_and_tokenizer):
+    from bigram_subnetworks import kept_by_block, sweep_lambdas
+
+    texts, tokenizer = texts_and_tokenizer
+    model = make_tiny_model("gpt_neox", vocab_size=len(tokenizer))
+    table = sweep_lambdas(model, tokenizer, texts[:150], texts[150:180], lams=(0.1, 100.0),
+                          seq_len=32, **FAST)  # fmt: skip
+    assert table["lam"].tolist() == [-np.inf, 0.1, 100.0]
+    assert table["kept_fraction"].iloc[0] == 1.0
+    assert table["n_kept"].iloc[2] < table["n_kept"].iloc[1] < table["n_kept"].iloc[0]
+    assert table["r_drop_inf"].between(-1, 1).all() and "converged" in table
+    blocks = kept_by_block(model, Mask.full({n: w.shape for n, w in
+                                             maskable_parameters(model).items()}))  # fmt: skip
+    assert (blocks["kept_fraction"] == 1).all()

@@ -19,6 +19,8 @@ _EXPORTS = {
     "find_optimal_subnetwork": "api",
     "evaluate_subnetwork": "api",
     "Subnetwork": "api",
+    "sweep_lambdas": "api",
+    "kept_by_block": "evaluation",
     "Mask": "masking",
     "apply_mask": "masking",
     "masked_copy": "interop",

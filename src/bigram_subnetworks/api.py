@@ -359,3 +359,46 @@ def evaluate_subnetwork(
         tokens = _sequences(model, tokenizer, texts, tokens, seq_len)
         with working_model(model, device):
             return evaluate_mask(model, mask, tokens, bigrams, batch_size, fidelity=fidelity)
+
+
+def sweep_lambdas(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    held_out: Sequence[str],
+    lams: Sequence[float] = (1.0, 10.0, 100.0, 1000.0),
+    *,
+    seq_len: int = 128,
+    batch_size: int = 32,
+    device=None,
+    progress: bool | None = None,
+    **settings: Any,
+) -> pd.DataFrame:
+    """Bigram subnetworks at each λ of ``lams`` and the r-vs-size table the paper's Figure 1
+    draws: one row per λ (size, r, how training ended: docs/method.md §6, §4) after a first row
+    for the full model (λ = −∞, every weight kept: the baseline a subnetwork should beat). The
+    bigram table is counted once, on ``texts``, and shared; ``settings`` are the training
+    settings of every λ. Choose the λ whose r is highest, or the sparsest near it."""
+    if not lams:
+        raise ValueError("give at least one λ")
+    rows = []
+    with reporting(progress):
+        tokens = _sequences(model, tokenizer, texts, None, seq_len)
+        size = _vocab_size(model, tokenizer, None)
+        bigrams = BigramModel(BigramCounts.count(tokens, size))
+        full = Mask.full({name: w.shape for name, w in maskable_parameters(model).items()})
+        evaluate = dict(tokenizer=tokenizer, texts=held_out, bigrams=bigrams, seq_len=seq_len,
+                        batch_size=batch_size, device=device, progress=progress)  # fmt: skip
+        rows.append({"lam": -np.inf, "converged": True, "stable": True,
+                     **evaluate_subnetwork(model, full, **evaluate)})  # fmt: skip
+        for lam in lams:
+            log.info("λ sweep: λ = %g", lam)
+            found = find_bigram_subnetwork(
+                model, tokenizer, lam=lam, tokens=tokens, bigrams=bigrams, device=device,
+                progress=progress, **settings,
+            )  # fmt: skip
+            rows.append({"lam": lam, "converged": found.converged, "stable": found.stable,
+                         **evaluate_subnetwork(model, found, **evaluate)})  # fmt: skip
+    columns = ["lam", "n_kept", "kept_fraction", "r_drop_inf", "r_clip_inf", "converged", "stable"]
+    table = pd.DataFrame(rows)
+    return table[columns + [c for c in table.columns if c not in columns]]
