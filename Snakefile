@@ -31,6 +31,7 @@ localrules:
     download_model,
     download_released_mask,
     download_tokenizer,
+    fetch_english,
 
 
 include: "workflow/rules/common.smk"

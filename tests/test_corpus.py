@@ -7,7 +7,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from bigram_subnetworks import corpus
@@ -183,6 +183,81 @@ def test_tokenize_documents_separates_documents_with_eos(docs, bpe):
         decoded = [bpe.decode(segment[:-1].tolist()) for segment in segments]
         assert set(decoded) <= set(documents)
         assert len(set(decoded)) == len(decoded) >= n_docs - 1
+
+
+def word_tokenizer(specials: list[str], bos_template: str | None = None, **tokens: str):
+    """A real word-level tokenizer: the special tokens first (ids 0, 1, ...), then a-d; with
+    ``bos_template`` (a special token) it opens every text with it, as Llama's does."""
+    vocab = {token: i for i, token in enumerate([*specials, "a", "b", "c", "d"])}
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token=specials[0]))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    word_level.add_special_tokens(specials)
+    if bos_template is not None:
+        word_level.post_processor = processors.TemplateProcessing(
+            single=f"{bos_template} $A", special_tokens=[(bos_template, vocab[bos_template])]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=word_level, **tokens)
+
+
+BOUNDARY_DOCUMENTS = ["a b", "c d", "a c", "b d"]
+
+
+def test_a_chat_tokenizer_separates_documents_with_its_end_of_text_token():
+    """SmolLM2-Instruct's eos_token is the chat end-of-turn <|im_end|>; its pretraining text
+    was separated by <|endoftext|> (docs/method.md §1)."""
+    tok = word_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<|endoftext|>",
+    )  # fmt: skip
+    boundaries = corpus.document_boundaries(tok)
+    assert (boundaries.separator, boundaries.separator_id) == ("<|endoftext|>", 0)
+    assert "'<|im_end|>' is not an end-of-text token" in boundaries.separator_reason
+    assert boundaries.bos is None and boundaries.bos_id is None
+    train, evaluation = corpus.tokenize_documents(tok, BOUNDARY_DOCUMENTS, 3, 0.25, seed=0)
+    rows = np.concatenate([train, evaluation])
+    assert (rows[:, 2] == 0).all() and not (rows == 2).any() and not (rows == 1).any()
+    assert sorted(tok.decode(row[:2]) for row in rows) == sorted(BOUNDARY_DOCUMENTS)
+    assert np.array_equal(
+        corpus.sequences_from_texts(tok, BOUNDARY_DOCUMENTS, 3).ravel(),
+        [3, 4, 0, 5, 6, 0, 3, 5, 0, 4, 6, 0],
+    )
+
+
+def test_a_tokenizer_that_adds_bos_opens_every_document_with_it():
+    """Llama and Gemma tokenizers add BOS themselves: their families are trained with it."""
+    tok = word_tokenizer(
+        ["<unk>", "<s>", "</s>"], bos_template="<s>",
+        eos_token="</s>", bos_token="<s>", unk_token="<unk>",
+    )  # fmt: skip
+    boundaries = corpus.document_boundaries(tok)
+    assert (boundaries.separator, boundaries.bos, boundaries.bos_id) == ("</s>", "<s>", 1)
+    assert "opens every text with its BOS '<s>'" in boundaries.bos_reason
+    train, evaluation = corpus.tokenize_documents(tok, BOUNDARY_DOCUMENTS, 4, 0.25, seed=0)
+    rows = np.concatenate([train, evaluation])
+    assert (rows[:, 0] == 1).all() and (rows[:, 3] == 2).all()
+    assert np.array_equal(
+        corpus.sequences_from_texts(tok, BOUNDARY_DOCUMENTS[:2], 4), [[1, 3, 4, 2], [1, 5, 6, 2]]
+    )
+
+
+def test_a_gpt2_like_tokenizer_ends_documents_with_eos_and_adds_no_bos(bpe):
+    boundaries = corpus.document_boundaries(bpe)
+    assert boundaries.separator == bpe.eos_token == "<|endoftext|>"
+    assert boundaries.separator_id == bpe.eos_token_id
+    assert "is an end-of-text token" in boundaries.separator_reason
+    assert boundaries.bos is None and "adds no BOS" in boundaries.bos_reason
+    stream = corpus.sequences_from_texts(bpe, ["one text", "another"], 1).ravel()
+    assert (stream == bpe.eos_token_id).sum() == 2 and stream[-1] == bpe.eos_token_id
+    assert boundaries.as_dict()["separator"] == "<|endoftext|>"
+
+
+def test_without_an_end_of_text_token_the_eos_separates_documents_with_a_warning(caplog):
+    tok = word_tokenizer(["[UNK]", "[END]"], eos_token="[END]", unk_token="[UNK]")
+    with caplog.at_level("WARNING", logger="bigram_subnetworks.corpus"):
+        boundaries = corpus.document_boundaries(tok)
+    assert (boundaries.separator, boundaries.separator_id) == ("[END]", 1)
+    assert "its eos_token '[END]' is used" in boundaries.separator_reason
+    assert "documents are separated by '[END]'" in caplog.text
 
 
 def test_tokenize_documents_uses_uint32_for_large_vocabularies():

@@ -12,9 +12,11 @@ from bigram_subnetworks.lens import (
     Activations,
     collect_activations,
     covariance_similarity,
+    dominant_rotation,
     eigen_rotations,
     fit_lens,
     fit_linear_maps,
+    linear_cka,
     recall_hits,
     residual_hooks,
     residual_modules,
@@ -55,6 +57,69 @@ def test_rotation_summary_is_the_median_over_eigenvalues():
     assert rotation_summary(q @ w @ q.T) == pytest.approx((50.0, 2.0))
 
 
+def _planted(theta: float, rank: int, d: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Q B Qᵀ + noise · G/√d: B rotates the first ``rank`` dimensions (2×2 blocks) by ``theta``
+    and zeroes the rest, Q a random orthonormal basis, G standard Gaussian (its eigenvalues fill
+    a disk of radius ≈ ``noise``). theta = 0 is a rank-``rank`` identity (a projection)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    b = np.zeros((d, d))
+    for k in range(0, rank, 2):
+        b[k : k + 2, k : k + 2] = _rotation(theta)
+    return q @ b @ q.T + noise * rng.normal(size=(d, d)) / np.sqrt(d)
+
+
+def test_the_papers_rotation_fails_on_a_low_rank_identity_and_the_dominant_one_does_not():
+    """The review's case: an identity on the top 64 of 576 directions rotates nothing, but the
+    phases of its 512 near-zero eigenvalues are noise, so their median is ~80°."""
+    for noise in (1e-3, 0.01, 0.05):
+        w = _planted(0.0, 64, 576, noise)
+        assert rotation_summary(w)[0] > 75  # measured: 79.9°, 79.5°, 78.9°
+        rotation, scaling, kept = dominant_rotation(w)
+        assert rotation == pytest.approx(0.0, abs=0.5) and scaling == pytest.approx(1.0, abs=0.05)
+        assert kept == 64
+
+
+@pytest.mark.parametrize("theta", [15.0, 30.0, 60.0, 120.0])
+def test_dominant_rotation_recovers_a_planted_rotation(theta):
+    full = _planted(theta, 576, 576)
+    assert rotation_summary(full)[0] == pytest.approx(theta, abs=1e-6)  # full rank: both agree
+    assert dominant_rotation(full) == pytest.approx((theta, 1.0, 576), abs=1e-6)
+    low = _planted(theta, 64, 576)
+    assert abs(rotation_summary(low)[0] - theta) > 15  # measured ~80° at every θ
+    rotation, _, kept = dominant_rotation(low)
+    assert rotation == pytest.approx(theta, abs=1e-3) and kept == 64
+
+
+@pytest.mark.parametrize("noise", [0.01, 0.05, 0.1])
+def test_dominant_rotation_is_robust_to_noise_below_the_cut_off(noise):
+    """Noise eigenvalues fill a disk of radius ≈ noise; below the cut-off (0.1 × the largest
+    |λ| = 1) they are left out and the planted eigenvalues move by ~noise. The all-eigenvalue
+    median is ~80° throughout; a modulus-weighted mean |arg| (the alternative not chosen) drifts
+    to 33°, 42°, 50° at these noise levels (θ = 30°). At noise 0.2, above the cut-off, the noise
+    eigenvalues get in and the dominant rotation fails too (~75°)."""
+    for theta in (30.0, 60.0):
+        w = _planted(theta, 64, 576, noise, seed=1)
+        rotation, _, kept = dominant_rotation(w)
+        assert rotation == pytest.approx(theta, abs=1.0) and kept == 64
+        assert rotation_summary(w)[0] > 75
+        assert dominant_rotation(_planted(theta, 576, 576, noise))[0] == pytest.approx(theta, abs=1)
+
+
+def test_dominant_rotation_of_a_fitted_low_rank_identity():
+    """As the lens meets it: a ridge map fitted from activations with a decaying spectrum to their
+    projection on the top 32 of 256 directions (plus a little target noise)."""
+    rng = np.random.default_rng(0)
+    d, rank = 256, 32
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    x = (rng.normal(size=(4000, d)) * np.exp(-np.arange(d) / 20)) @ q.T
+    y = x @ (q[:, :rank] @ q[:, :rank].T) + 0.01 * rng.normal(size=(4000, d))
+    coef = fit_linear_maps(x, {"out": y})["out"].coef
+    assert rotation_summary(coef)[0] > 60
+    rotation, scaling, kept = dominant_rotation(coef)
+    assert rotation < 2 and scaling == pytest.approx(1.0, abs=0.1) and kept <= rank
+
+
 def test_ridge_recovers_a_known_affine_map():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, 8)).astype(np.float32)
@@ -89,7 +154,7 @@ def test_covariance_similarity_matches_explicit_covariances():
     ]
     acts = _synthetic_activations([layer.astype(np.float32) for layer in layers])
     table = covariance_similarity(acts)
-    assert list(table.columns) == ["layer_i", "layer_j", "similarity"]
+    assert list(table.columns) == ["layer_i", "layer_j", "similarity", "cka"]
     sim = table.pivot(index="layer_i", columns="layer_j", values="similarity").to_numpy()
     covs = [np.cov(layer.T.astype(np.float64), bias=True) for layer in acts.layers]
     brute = np.array(
@@ -100,6 +165,79 @@ def test_covariance_similarity_matches_explicit_covariances():
     np.testing.assert_allclose(np.diag(sim), 1.0, rtol=1e-12)
     assert sim[0, 1] == pytest.approx(1.0)
     assert np.all((sim > 0) & (sim <= 1 + 1e-12))
+
+
+def _cka_by_gram_matrices(a: np.ndarray, b: np.ndarray) -> float:
+    """Linear CKA as the cosine of the centred token Gram matrices (Kornblith et al. 2019)."""
+    ka, kb = ((x - x.mean(0)) @ (x - x.mean(0)).T for x in (a.astype(float), b.astype(float)))
+    return float(np.sum(ka * kb) / (np.linalg.norm(ka) * np.linalg.norm(kb)))
+
+
+def test_linear_cka_matches_the_gram_matrix_definition_in_any_chunking():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6))
+    layers = [base, np.tanh(base) + rng.normal(size=(300, 6)), rng.normal(size=(300, 6)) + 5]
+    acts = _synthetic_activations([layer.astype(np.float32) for layer in layers])
+    cka = linear_cka(acts)
+    brute = [[_cka_by_gram_matrices(a, b) for b in acts.layers] for a in acts.layers]
+    np.testing.assert_allclose(cka, brute, rtol=1e-10)
+    for route in ("features", "tokens"):  # both exact, in whole or in chunks of 7 tokens
+        np.testing.assert_allclose(linear_cka(acts, route), cka, rtol=1e-12)
+        np.testing.assert_allclose(linear_cka(acts, route, chunk=7), cka, rtol=1e-12)
+    with pytest.raises(ValueError, match="route"):
+        linear_cka(acts, "gram")
+    np.testing.assert_allclose(np.diag(cka), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(cka, cka.T)
+
+
+def _massive(n: int, d: int, seed: int, massive: np.ndarray) -> np.ndarray:
+    """Unit Gaussian activations whose dimension 0 is replaced by ``massive``."""
+    x = np.random.default_rng(seed).normal(size=(n, d))
+    x[:, 0] = massive
+    return x.astype(np.float32)
+
+
+def test_a_shared_massive_dimension_saturates_the_covariance_cosine_but_not_cka():
+    """Two unrelated activation sets whose dimension 0 has 100× the standard deviation of the
+    others (a massive activation), on unrelated tokens: the covariances are both ≈ 10⁴·e₀e₀ᵀ, so
+    their cosine is ≈ 1; CKA sees unrelated tokens (measured: cosine 0.999995, CKA 9·10⁻⁴)."""
+    rng = np.random.default_rng(1)
+    n, d = 2000, 64
+    a = _massive(n, d, 2, 100 * rng.normal(size=n))
+    b = _massive(n, d, 3, 100 * rng.normal(size=n))
+    table = covariance_similarity(_synthetic_activations([a, b]))
+    pair = table[(table["layer_i"] == 0) & (table["layer_j"] == 1)].iloc[0]
+    assert pair["similarity"] > 0.999 and pair["cka"] < 0.01
+    # without the massive dimension the cosine is still high (isotropic covariances look alike)
+    # and CKA at its floor for unrelated sets, ≈ d/n
+    plain = covariance_similarity(_synthetic_activations([a[:, 1:], b[:, 1:]])).iloc[1]
+    assert plain["similarity"] > 0.9 and plain["cka"] < 2 * d / n
+    # identical sets: CKA 1
+    assert linear_cka(_synthetic_activations([a, a.copy()]))[0, 1] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_cka_is_still_dominated_by_a_massive_dimension_on_the_same_tokens():
+    """The documented limit (docs/method.md §10): when the massive values fall on the same tokens
+    in both layers (attention-sink positions), that shared direction is real shared structure of
+    the token Gram matrices and dominates CKA too."""
+    sink = np.zeros(2000)
+    sink[::128] = 1000.0  # the first position of every 128-token sequence
+    a, b = _massive(2000, 64, 2, sink), _massive(2000, 64, 3, sink)
+    assert linear_cka(_synthetic_activations([a, b]))[0, 1] > 0.99
+
+
+def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 8))
+    y = np.tanh(x) + 0.5 * rng.normal(size=(500, 8))
+    q1, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    q2, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    layers = [x, y, 3.0 * x @ q1 + 2.0, 0.1 * y @ q2 - 1.0]
+    cka = linear_cka(_synthetic_activations(layers))  # float32 storage: tolerance 1e-6
+    assert cka[0, 2] == pytest.approx(1.0, abs=1e-6) and cka[1, 3] == pytest.approx(1.0, abs=1e-6)
+    assert cka[0, 1] < 0.99
+    for i, j in [(0, 3), (2, 1), (2, 3)]:
+        assert cka[i, j] == pytest.approx(cka[0, 1], abs=1e-6)
 
 
 def test_hooks_leave_outputs_unchanged_and_are_removed(arch, random_tokens):
@@ -214,12 +352,17 @@ COLUMNS = [
     "in_recall5",
     "in_recall10",
     "in_surprisal",
-    "in_rotation",
-    "in_scaling",
-    "out_rotation",
-    "out_scaling",
-    "secondlast_rotation",
-    "secondlast_scaling",
+    *(
+        f"{name}_{column}"
+        for name in ("in", "out", "secondlast")
+        for column in (
+            "rotation",
+            "scaling",
+            "rotation_dominant",
+            "scaling_dominant",
+            "n_dominant",
+        )
+    ),
 ]
 
 
@@ -242,6 +385,9 @@ def test_fit_lens_end_to_end(arch, cyclic_tokens, caplog):
     assert last["out_corr"] > 0.99
     assert last["out_rotation"] == pytest.approx(0.0, abs=1.0)
     assert last["out_scaling"] == pytest.approx(1.0, abs=0.1)
+    assert last["out_rotation_dominant"] == pytest.approx(0.0, abs=1.0)
+    assert last["out_scaling_dominant"] == pytest.approx(1.0, abs=0.1)
+    assert 0 < last["out_n_dominant"] <= 32
     own_nats = evaluation.surprisal[evaluation.has_next].mean() * np.log(2)
     assert last["out_xent"] == pytest.approx(own_nats, rel=0.02)
     # layer 0 is E[token] + (GPT-2) position: the "in" map recovers the current token
@@ -251,6 +397,7 @@ def test_fit_lens_end_to_end(arch, cyclic_tokens, caplog):
     assert first["in_recall1"] <= first["in_recall5"] <= first["in_recall10"] <= 1
     assert table[COLUMNS[3:]].notna().all().all()
     assert (table[[c for c in COLUMNS if "rotation" in c]] <= 180).all().all()
+    assert (table["in_n_dominant"] >= 1).all()
 
 
 def test_fit_lens_under_a_mask_uses_the_masked_model(arch, cyclic_tokens):

@@ -4,6 +4,7 @@ import itertools
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import AttentionInterface
@@ -20,11 +21,14 @@ from bigram_subnetworks.architectures import (
 from bigram_subnetworks.masking import Mask, apply_mask
 from bigram_subnetworks.overlap import (
     BREAKDOWN_COLUMNS,
+    PAIRS,
     distinct_draws,
     layer_summary,
+    magnitude_mask,
     null_samples,
     overlap_breakdown,
     overlap_summary,
+    overlap_with_control,
     row_intersections,
 )
 
@@ -439,3 +443,51 @@ def test_blocks_from_mask_shapes_match_blocks_from_the_model(arch):
     assert from_shapes == model_unit_blocks(model)
     with pytest.raises(ValueError, match="expects"):
         from_shapes[0].view(torch.zeros(3, 3, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------------------------------------
+# The magnitude control pair (docs/method.md §8).
+
+
+def test_magnitude_mask_keeps_the_largest_weights_of_each_matrix(arch):
+    model = make_tiny_model(arch)
+    weights = maskable_parameters(model)
+    optimal = _random_mask(_shapes(model), 0.2, seed=0)
+    control = magnitude_mask(weights, optimal)
+    assert control.n_kept == optimal.n_kept  # k = the optimal mask's kept count
+    assert control.per_tensor() == optimal.per_tensor()  # ranked per matrix
+    for name, keep in control.tensors.items():
+        magnitude = weights[name].detach().abs()
+        assert magnitude[keep].min() >= magnitude[~keep].max()
+        top = torch.topk(magnitude.flatten(), int(keep.sum())).indices  # no ties in random weights
+        assert set(top.tolist()) == set(torch.nonzero(keep.flatten()).squeeze(1).tolist())
+    assert not control.equals(optimal)
+
+
+def test_magnitude_mask_breaks_ties_by_storage_order_and_checks_shapes():
+    weights = {"w": torch.tensor([[1.0, -3.0, 3.0], [0.0, 2.0, -3.0]])}
+    like = Mask({"w": torch.tensor([[True, True, False], [False, False, False]])})
+    kept = magnitude_mask(weights, like).tensors["w"]
+    assert kept.tolist() == [[False, True, True], [False, False, False]]  # -3, 3; not the last -3
+    with pytest.raises(ValueError, match="'w'"):
+        magnitude_mask({"w": weights["w"].T}, like)
+    with pytest.raises(ValueError, match="'w'"):
+        magnitude_mask({}, like)
+
+
+@pytest.mark.parametrize("null_model", NULLS)
+def test_the_control_pair_runs_through_the_same_statistic_and_null(arch, null_model):
+    model = make_tiny_model(arch)
+    blocks = model_unit_blocks(model)
+    bigram, optimal = _pair(model)
+    control = magnitude_mask(maskable_parameters(model), optimal)
+    null = {"null_model": null_model, "permutations": 300, "seed": 5}
+    summaries, breakdown = overlap_with_control(bigram, optimal, control, blocks, **null)
+    assert [s["pair"] for s in summaries] == list(PAIRS)
+    assert summaries[0] == {"pair": PAIRS[0], **overlap_summary(bigram, optimal, blocks, **null)}
+    assert summaries[1] == {"pair": PAIRS[1], **overlap_summary(bigram, control, blocks, **null)}
+    assert summaries[1]["n_b"] == summaries[0]["n_b"] == optimal.n_kept  # size-matched
+    for pair, other in zip(PAIRS, (optimal, control), strict=True):
+        rows = breakdown[breakdown["pair"] == pair].drop(columns="pair").reset_index(drop=True)
+        expected = overlap_breakdown(bigram, other, blocks, null_model=null_model)
+        pd.testing.assert_frame_equal(rows, expected)

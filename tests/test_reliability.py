@@ -55,7 +55,7 @@ def test_injected_nan_fails_the_attempt_and_the_retry_makes_the_mask(
     first = result.history[result.history["attempt"] == 0]
     assert first["step"].max() == 4 and np.isnan(first["xent"].iloc[-1])
     assert "attempt 0: non-finite loss at step 4, stopping it" in caplog.text
-    assert "attempt 0: non-finite loss after 4 steps" in caplog.text
+    assert "attempt 0: non-finite loss, ended by non_finite after 4 steps" in caplog.text
     assert result.attempt == 1 and result.stable
     assert np.isfinite(result.history[result.history["attempt"] == 1]["loss"]).all()
 

@@ -81,10 +81,19 @@ class DatasetSource:
 
 
 @dataclass(frozen=True)
+class OfflineEnglish:
+    """The offline English corpus (`english`): where its package files are kept, which texts."""
+
+    directory: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Corpus:
-    source: str  # python_docs, local, huggingface
+    source: str  # python_docs, offline_english, local, huggingface
     local_paths: tuple[str, ...]
     huggingface: DatasetSource
+    offline_english: OfflineEnglish
     seq_len: int
     eval_fraction: float
     split_seed: int
@@ -94,12 +103,26 @@ class Corpus:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Corpus:
-        return _make(cls, {**values, "huggingface": _make(DatasetSource, values["huggingface"])})
+        return _make(
+            cls,
+            {
+                **values,
+                "huggingface": _make(DatasetSource, values["huggingface"]),
+                "offline_english": _make(OfflineEnglish, values["offline_english"]),
+            },
+        )
 
     def problems(self) -> list[str]:
+        problems = []
         if self.source == "local" and not self.local_paths:
-            return ["corpus.local_paths: empty, but corpus.source is 'local'"]
-        return []
+            problems.append("corpus.local_paths: empty, but corpus.source is 'local'")
+        directory = Path(self.offline_english.directory)
+        if not directory.is_absolute() and directory.parts[:1] == ("results",):
+            problems.append(
+                f"corpus.offline_english.directory: {directory} is under results/, which "
+                "`make clean` deletes: keep downloads under resources/"
+            )
+        return problems
 
 
 @dataclass(frozen=True)
@@ -247,16 +270,29 @@ class AblationRun:
 
 
 @dataclass(frozen=True)
+class DoseResponse:
+    points: int  # removal sizes, log-spaced up to the subnetwork's size
+    min_fraction: float  # the smallest, as a fraction of the maskable weights
+
+
+@dataclass(frozen=True)
 class Ablation:
     runs: tuple[AblationRun, ...]
     random_seed: int
+    dose_response: DoseResponse
     generation: Generation
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Ablation:
         runs = tuple(_make(AblationRun, run) for run in values["runs"])
         return _make(
-            cls, {**values, "runs": runs, "generation": _make(Generation, values["generation"])}
+            cls,
+            {
+                **values,
+                "runs": runs,
+                "dose_response": _make(DoseResponse, values["dose_response"]),
+                "generation": _make(Generation, values["generation"]),
+            },
         )
 
 

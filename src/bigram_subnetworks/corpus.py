@@ -1,8 +1,10 @@
 """Text sources and their tokenization into fixed-length sequences (docs/method.md §1).
 
-Sources are the embedded default (Python's own documentation), local text files, and Hugging Face
-datasets (OSCAR/C4/FineWeb). Tokenization cuts one EOS-separated stream into 128-token rows with no
-padding, after a document-level train/eval split. No bigram counting here (see `bigrams`).
+Sources are the embedded default (Python's own documentation), the offline English corpus of
+registry packages (`english`), local text files, and Hugging Face datasets (OSCAR/C4/FineWeb).
+Tokenization cuts one stream of documents, each ended by the tokenizer's end-of-text token (and
+opened by its BOS where the family is trained so), into 128-token rows with no padding, after a
+document-level train/eval split. No bigram counting here (see `bigrams`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import platform
 import re
 import sysconfig
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import english
 from .atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -282,11 +286,34 @@ def _field_texts(
     return texts()
 
 
-def documents_from_config(corpus: Mapping[str, Any]) -> list[str]:
-    """Documents of the config's `corpus` section (`source`: python_docs, local, huggingface)."""
+def corpus_from_config(
+    corpus: Mapping[str, Any], artifacts: Mapping[str, str | os.PathLike] | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """Documents of the config's `corpus` section and their provenance (size and content hash;
+    for offline_english also `sources`, each source's package, version, sha256, licence and
+    counts, in the order of the documents).
+    ``artifacts``: the offline English corpus's package files, by `english.ARTIFACTS` key."""
+    if corpus["source"] == "offline_english":
+        documents, sources = english.english_documents(
+            corpus["offline_english"]["sources"], artifacts or {}
+        )
+        return documents, {**describe_documents(documents), "sources": sources}
+    if corpus["source"] == "python_docs":
+        return python_docs_documents(), python_docs_provenance()
+    documents = documents_from_config(corpus)
+    return documents, describe_documents(documents)
+
+
+def documents_from_config(
+    corpus: Mapping[str, Any], artifacts: Mapping[str, str | os.PathLike] | None = None
+) -> list[str]:
+    """Documents of the config's `corpus` section (`source`: python_docs, offline_english, local,
+    huggingface); ``artifacts`` as in `corpus_from_config`."""
     source = corpus["source"]
     if source == "python_docs":
         return python_docs_documents()
+    if source == "offline_english":
+        return corpus_from_config(corpus, artifacts)[0]
     if source == "local":
         return local_documents(corpus["local_paths"])
     if source == "huggingface":
@@ -329,27 +356,116 @@ def read_documents(path: str | os.PathLike) -> list[str]:
     return documents
 
 
-def _token_stream(tokenizer: Any, documents: Sequence[str], dtype: np.dtype) -> np.ndarray:
-    """Token ids of all documents, each followed by EOS, as one 1-D array."""
-    eos = np.array([tokenizer.eos_token_id], dtype=dtype)
+# The end-of-text tokens of the model families, most common first (docs/method.md §1): GPT-2,
+# Pythia, SmolLM2, Qwen, OLMo, Phi; Llama 3; Llama 2, Mistral, OPT; Gemma. A chat model's
+# eos_token may end a turn instead (SmolLM2-Instruct and Qwen <|im_end|>, Llama 3 <|eot_id|>).
+END_OF_TEXT_TOKENS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+
+
+@dataclass(frozen=True)
+class DocumentBoundaries:
+    """How documents are marked in a token stream: the separator that ends every document and
+    the BOS that opens it (None: none), with the reason for each (docs/method.md §1)."""
+
+    separator: str
+    separator_id: int
+    separator_reason: str
+    bos: str | None
+    bos_id: int | None
+    bos_reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _special_tokens(tokenizer: Any) -> set[str]:
+    """The tokenizer's added and special tokens: a family's end-of-text token is one, while the
+    same string in the ordinary vocabulary would be text (e.g. "</s>" learnt from HTML)."""
+    added = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    return set(added) | set(getattr(tokenizer, "all_special_tokens", ()))
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer itself opens a text with its BOS (Llama, Gemma; not GPT-2, Pythia,
+    SmolLM2): the sign that its family was trained with one at every document start."""
+    if tokenizer.bos_token_id is None:
+        return False
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return special[:1] == [tokenizer.bos_token_id] and plain[:1] != [tokenizer.bos_token_id]
+
+
+def document_boundaries(tokenizer: Any) -> DocumentBoundaries:
+    """The separator and BOS of a tokenizer's documents (docs/method.md §1).
+
+    The separator is the eos_token when it is an end-of-text token (`END_OF_TEXT_TOKENS`), else
+    the first of those among the tokenizer's special tokens (SmolLM2-Instruct's eos_token is
+    the chat end-of-turn <|im_end|>; its pretraining separated documents with <|endoftext|>),
+    else the eos_token (logged). BOS is prepended when the tokenizer adds one itself."""
+    eos = tokenizer.eos_token
+    special = _special_tokens(tokenizer)
+    if eos is not None and eos in END_OF_TEXT_TOKENS:
+        separator, why = eos, f"the eos_token {eos!r} is an end-of-text token"
+    elif found := next((token for token in END_OF_TEXT_TOKENS if token in special), None):
+        separator = found
+        why = (
+            f"the eos_token {eos!r} is not an end-of-text token (a chat model's ends a turn); "
+            f"{found!r}, the tokenizer's end-of-text token, is"
+        )
+    elif eos is not None:
+        separator = eos
+        why = (
+            f"none of the end-of-text tokens {', '.join(END_OF_TEXT_TOKENS)} is a special token "
+            f"of this tokenizer: its eos_token {eos!r} is used"
+        )
+        log.warning("documents are separated by %r: %s", separator, why)
+    else:
+        raise ValueError(
+            "tokenizer has no eos_token and none of the end-of-text tokens "
+            f"{', '.join(END_OF_TEXT_TOKENS)}: documents cannot be separated"
+        )
+    separator_id = tokenizer.convert_tokens_to_ids(separator)
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    if not _adds_bos(tokenizer):
+        bos, bos_id = None, None
+        bos_why = "the tokenizer adds no BOS of its own (add_special_tokens=True): none prepended"
+    elif bos_id == separator_id:
+        bos, bos_id = None, None
+        bos_why = "the tokenizer's BOS is the separator, which already precedes every document"
+    else:
+        bos_why = (
+            f"the tokenizer opens every text with its BOS {bos!r}: prepended to every document"
+        )
+    return DocumentBoundaries(separator, separator_id, why, bos, bos_id, bos_why)
+
+
+def _token_stream(
+    tokenizer: Any, documents: Sequence[str], dtype: np.dtype, boundaries: DocumentBoundaries
+) -> np.ndarray:
+    """Token ids of all documents, each opened by BOS (if any) and ended by the separator, as
+    one 1-D array."""
+    end = np.array([boundaries.separator_id], dtype=dtype)
+    start = None if boundaries.bos_id is None else np.array([boundaries.bos_id], dtype=dtype)
     pieces: list[np.ndarray] = []
-    for start in range(0, len(documents), _TOKENIZE_BATCH_DOCUMENTS):
-        batch = list(documents[start : start + _TOKENIZE_BATCH_DOCUMENTS])
+    for first in range(0, len(documents), _TOKENIZE_BATCH_DOCUMENTS):
+        batch = list(documents[first : first + _TOKENIZE_BATCH_DOCUMENTS])
         for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            if start is not None:
+                pieces.append(start)
             pieces.append(np.asarray(ids, dtype=dtype))
-            pieces.append(eos)
+            pieces.append(end)
     return np.concatenate(pieces) if pieces else np.empty(0, dtype=dtype)
 
 
 def sequences_from_texts(tokenizer: Any, texts: Sequence[str], seq_len: int) -> np.ndarray:
-    """Texts as one stream (each followed by the tokenizer's EOS) cut into ``[n, seq_len]``
-    sequences, the tail dropped: what the pipeline does to each split (docs/method.md §1).
+    """Texts as one stream (each ended by the tokenizer's end-of-text token and opened by its BOS
+    where it adds one: `document_boundaries`) cut into ``[n, seq_len]`` sequences, the tail
+    dropped: what the pipeline does to each split (docs/method.md §1).
     Texts too short for one sequence are an error that says how many tokens they gave."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("tokenizer has no eos_token: texts cannot be separated")
+    boundaries = document_boundaries(tokenizer)
     texts = [text for text in texts if text.strip()]
     dtype = np.dtype(np.uint16 if len(tokenizer) <= 2**16 else np.uint32)
-    stream = _token_stream(tokenizer, texts, dtype)
+    stream = _token_stream(tokenizer, texts, dtype, boundaries)
     n_rows = len(stream) // seq_len
     if n_rows == 0:
         raise ValueError(
@@ -365,18 +481,27 @@ def tokenize_documents(
     seq_len: int,
     eval_fraction: float,
     seed: int,
+    boundaries: DocumentBoundaries | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split documents into train/eval, tokenize, and cut each split into `[n, seq_len]` rows.
 
     The split is by document (seeded shuffle; eval gets ceil(eval_fraction * n_docs), at least one),
-    so no text is in both. Each document is followed by EOS; the stream is cut without padding and
-    the tail shorter than `seq_len` is dropped (paper docs/method.md §1).
+    so no text is in both. Each document is ended by the end-of-text token and opened by BOS
+    where the tokenizer adds one (``boundaries``, by default `document_boundaries`); the stream
+    is cut without padding and the tail shorter than `seq_len` is dropped (docs/method.md §1).
 
     Returns:
         (train, eval): uint16 arrays if the vocabulary fits in 16 bits, else uint32. # [n, seq_len]
     """
-    if tokenizer.eos_token_id is None:
-        raise ValueError("tokenizer has no eos_token: documents cannot be separated")
+    boundaries = boundaries or document_boundaries(tokenizer)
+    log.info(
+        "documents end with %r (id %d): %s; BOS %r: %s",
+        boundaries.separator,
+        boundaries.separator_id,
+        boundaries.separator_reason,
+        boundaries.bos,
+        boundaries.bos_reason,
+    )
     if seq_len < 1:
         raise ValueError(f"seq_len must be positive, got {seq_len}")
     if not 0.0 < eval_fraction < 1.0:
@@ -390,7 +515,7 @@ def tokenize_documents(
 
     splits = {}
     for split, indices in (("train", order[n_eval:]), ("eval", order[:n_eval])):
-        stream = _token_stream(tokenizer, [documents[i] for i in indices], dtype)
+        stream = _token_stream(tokenizer, [documents[i] for i in indices], dtype, boundaries)
         n_rows = len(stream) // seq_len
         if n_rows == 0:
             raise ValueError(

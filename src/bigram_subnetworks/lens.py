@@ -1,5 +1,5 @@
 """Residual-stream analyses (docs/method.md §10): activations, per-layer ridge lenses, rotations
-and the layer × layer covariance similarity.
+and the layer × layer covariance similarity and linear CKA.
 
 Activations come from forward pre-hooks on the unmodified Hugging Face model (never a copied
 forward). Conditions (full model, bigram subnetwork, complement, random subnetwork) are the caller's
@@ -9,7 +9,8 @@ never maskable, so the lens readouts below use the model's own modules in any ma
 Memory: `Activations` holds (L+1) float32 [n, d] arrays, 4·(L+1)·n·d bytes, e.g. Pythia-1B
 (d = 2048, L + 1 = 17) on 128k tokens is ~17.8 GB per token set, so fit and eval sets together need
 ~36 GB. `collect_activations(max_tokens=...)` subsamples tokens while collecting. Fitting casts one
-layer (and the three targets) to float64 at a time: ~8 GB more at that size.
+layer (and the three targets) to float64 at a time: ~8 GB more at that size. Linear CKA holds up
+to L+1 float64 [d, d] cross-products (~0.6 GB at that size) or [1024, 1024] Gram tiles.
 """
 
 from __future__ import annotations
@@ -306,9 +307,55 @@ def eigen_rotations(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rotation_summary(coef: np.ndarray) -> tuple[float, float]:
-    """(median rotation in degrees, median scaling) over all d eigenvalues, as the reference."""
-    angles, moduli = eigen_rotations(coef)
+    """(median rotation in degrees, median scaling) over all d eigenvalues, as the reference.
+
+    Dominated by near-zero eigenvalues when the map is low-rank: their phases are noise, spread
+    over 0–180°, so an identity on 64 of 576 directions scores ~80° (`dominant_rotation`)."""
+    return _median_rotation(*eigen_rotations(coef))
+
+
+def _median_rotation(angles: np.ndarray, moduli: np.ndarray) -> tuple[float, float]:
     return float(np.median(angles)), float(np.median(moduli))
+
+
+# docs/method.md §10: eigenvalues with |λ| below this fraction of the largest |λ| are left out of
+# the dominant rotation; their phases say nothing about what the map does.
+DOMINANT_MODULUS = 0.1
+
+
+def dominant_rotation(coef: np.ndarray) -> tuple[float, float, int]:
+    """(median rotation in degrees, median scaling, count) over the eigenvalues with
+    |λ| ≥ `DOMINANT_MODULUS` · max |λ| (docs/method.md §10; beside the paper's `rotation_summary`).
+
+    A ridge map fitted where the activations have little variance has eigenvalues near 0 with
+    phases set by noise; they are most of the d eigenvalues of a low-rank map and pull the
+    all-eigenvalue median towards ~80° (uniform phases in 0–180° past the rank). Leaving them
+    out recovers the rotation the map applies where it acts, for noise eigenvalues up to the
+    cut-off in modulus. The count is the number of eigenvalues kept: the map's effective rank.
+    """
+    return _dominant_rotation(*eigen_rotations(coef))
+
+
+def _dominant_rotation(angles: np.ndarray, moduli: np.ndarray) -> tuple[float, float, int]:
+    kept = moduli >= DOMINANT_MODULUS * moduli.max()
+    return float(np.median(angles[kept])), float(np.median(moduli[kept])), int(kept.sum())
+
+
+def rotation_columns(coef: np.ndarray, name: str) -> dict[str, float | int]:
+    """`fit_lens`'s rotation columns of map ``name`` from one eigendecomposition of its W: the
+    paper's ``{name}_rotation`` and ``{name}_scaling`` (`rotation_summary`), and
+    ``{name}_rotation_dominant``, ``{name}_scaling_dominant``, ``{name}_n_dominant``
+    (`dominant_rotation`)."""
+    angles, moduli = eigen_rotations(coef)
+    rotation, scaling = _median_rotation(angles, moduli)
+    dominant, dominant_scaling, n_dominant = _dominant_rotation(angles, moduli)
+    return {
+        f"{name}_rotation": rotation,
+        f"{name}_scaling": scaling,
+        f"{name}_rotation_dominant": dominant,
+        f"{name}_scaling_dominant": dominant_scaling,
+        f"{name}_n_dominant": n_dominant,
+    }
 
 
 def token_embeddings(model: nn.Module, ids: np.ndarray) -> np.ndarray:
@@ -341,7 +388,8 @@ def fit_lens(
       E·(W_in h_l + b), E the input embedding (no LN; Pythia's untied embed_in, GPT-2's tied wte),
       rows truncated to ``vocab_size``; rank = #tokens with a strictly larger logit.
       ``in_surprisal``: mean −log2 softmax of those logits at the current token, bits.
-    - ``{in,out,secondlast}_{rotation,scaling}``: `rotation_summary` of each map's W.
+    - ``{in,out,secondlast}_…``: `rotation_columns` of each map's W: the paper's median
+      rotation and scaling over all eigenvalues, and over the dominant ones (`dominant_rotation`).
     - ``n_fit``, ``n_eval``: token counts.
     """
     top = train.n_blocks
@@ -360,9 +408,7 @@ def fit_lens(
     for layer, (row, layer_maps) in enumerate(zip(rows, maps, strict=True)):
         row.update(layer=layer, n_fit=train.n_tokens, n_eval=evaluation.n_tokens)
         for name in MAP_TARGETS:
-            row[f"{name}_rotation"], row[f"{name}_scaling"] = rotation_summary(
-                layer_maps[name].coef
-            )
+            row.update(rotation_columns(layer_maps[name].coef, name))
     table = pd.DataFrame(rows)
     first = ["layer", "n_fit", "n_eval"]
     return table[first + [c for c in table.columns if c not in first]]
@@ -513,24 +559,94 @@ def layer_covariances(acts: Activations, chunk: int = 16384) -> np.ndarray:
     return out / acts.n_tokens
 
 
+# Tokens per block of the token-Gram route of `linear_cka`: L+1 float64 [block, block] Gram blocks
+# are held at once (~260 MB for 31 layers).
+CKA_TOKEN_BLOCK = 1024
+CKA_ROUTES = ("auto", "features", "tokens")
+
+
+def linear_cka(acts: Activations, route: str = "auto", chunk: int = 16384) -> np.ndarray:
+    """Linear CKA of every pair of layers (Kornblith et al. 2019; docs/method.md §10):
+    [L+1, L+1] float64.
+
+    CKA(i, j) = ‖X̃_iᵀ X̃_j‖_F² / (‖X̃_iᵀ X̃_i‖_F ‖X̃_jᵀ X̃_j‖_F), X̃_l the token-centred states
+    ([n, d]). Equivalently the cosine of the centred token Gram matrices K_l = X̃_l X̃_lᵀ: it
+    compares how the layers arrange the *same tokens*, so two layers whose variance sits in the
+    same dimension but on unrelated tokens score near 0 where the covariance cosine scores near 1.
+    Invariant to orthogonal transforms and isotropic scaling of either layer; 1 on the diagonal.
+
+    Two exact routes to the numerators ‖X̃_iᵀ X̃_j‖² = ⟨K_i, K_j⟩_F, both in float64; ``auto``
+    takes the one with fewer multiply-adds:
+    - ``features``: the [d, d] cross-products X̃_iᵀ X̃_j summed over token chunks, layer i against
+      every layer j ≥ i at once: (L+1)(L+2)/2 · n d², and (L+1) d² floats of memory at most;
+    - ``tokens``: ⟨K_i, K_j⟩ summed over [block, block] tiles of the Gram matrices, every layer's
+      tile at once: n²/2 · ((L+1) d + (L+1)(L+2)/2), better when n < (L+2) d / 2 or so (SmolLM2's
+      31 layers of 576 on 4,096 tokens: 4× fewer than the other route).
+    """
+    if route not in CKA_ROUTES:
+        raise ValueError(f"route must be one of {CKA_ROUTES}, got {route!r}")
+    n_layers, d, n = len(acts.layers), acts.layers[0].shape[1], acts.n_tokens
+    pairs = n_layers * (n_layers + 1) / 2
+    if route == "auto":
+        by_tokens = n * n / 2 * (n_layers * d + pairs) < pairs * n * d * d
+        route = "tokens" if by_tokens else "features"
+    means = [layer.mean(axis=0, dtype=np.float64) for layer in acts.layers]
+
+    def centred(index: int, start: int, size: int) -> np.ndarray:
+        return acts.layers[index][start : start + size].astype(np.float64) - means[index]
+
+    squares = np.zeros((n_layers, n_layers))  # ‖X̃_iᵀ X̃_j‖_F² = ⟨K_i, K_j⟩_F
+    if route == "features":
+        for i in range(n_layers):
+            cross = np.zeros((n_layers - i, d, d))  # X̃_iᵀ X̃_j for j = i … L
+            for start in range(0, n, chunk):
+                left = centred(i, start, chunk)
+                for j in range(i, n_layers):
+                    cross[j - i] += left.T @ centred(j, start, chunk)
+            squares[i, i:] = squares[i:, i] = np.einsum("kab,kab->k", cross, cross)
+    else:
+        block = min(chunk, CKA_TOKEN_BLOCK)
+        starts = range(0, n, block)
+        for a in starts:
+            rows = [centred(index, a, block) for index in range(n_layers)]
+            for b in starts[a // block :]:
+                cols = rows if b == a else [centred(index, b, block) for index in range(n_layers)]
+                tiles = np.stack([x @ y.T for x, y in zip(rows, cols, strict=True)])
+                tiles = tiles.reshape(n_layers, -1)  # K_l[a, b] of every layer
+                squares += (1.0 if b == a else 2.0) * (tiles @ tiles.T)  # K[b, a] = K[a, b]ᵀ
+    norms = np.sqrt(np.diag(squares))
+    return squares / np.outer(norms, norms)
+
+
 def covariance_similarity(acts: Activations) -> pd.DataFrame:
-    """Cosine similarity of layer covariances for every pair of layers (docs/method.md §10).
+    """Cosine similarity of layer covariances, and linear CKA, for every pair of layers
+    (docs/method.md §10).
 
     sim(i, j) = ⟨Σ_i, Σ_j⟩_F / (‖Σ_i‖_F ‖Σ_j‖_F), ⟨A, B⟩_F = Σ_ab A_ab B_ab = tr(Aᵀ B), with
     Σ_l = X̃_lᵀ X̃_l / n the centred covariance over tokens ([d, d], float64). The d×d matrices
-    are formed once per layer (O(n d²)); each pair then costs O(d²). This is not linear CKA, whose
-    numerator ‖X̃_iᵀ X̃_j‖_F² = tr(X̃_i X̃_iᵀ X̃_j X̃_jᵀ) compares token Gram matrices instead of
-    feature covariances. Symmetric, 1 on the diagonal, and in [0, 1] (covariances are PSD).
+    are formed once per layer (O(n d²)); each pair then costs O(d²). Symmetric, 1 on the
+    diagonal, and in [0, 1] (covariances are PSD). It compares second moments in a fixed basis
+    and ignores which tokens they come from: near 1 for any two roughly isotropic layers, and
+    for any two layers that share one high-variance (massive-activation) dimension, whatever
+    else they hold. ``cka`` is `linear_cka`, which compares the tokens' arrangement instead.
 
-    Returns a tidy table with columns layer_i, layer_j, similarity, all (L+1)² ordered pairs.
+    Returns a tidy table with columns layer_i, layer_j, similarity, cka, all (L+1)² ordered
+    pairs.
     """
     sigma = layer_covariances(acts).reshape(len(acts.layers), -1)
     norms = np.linalg.norm(sigma, axis=1)
     similarity = (sigma @ sigma.T) / np.outer(norms, norms)
+    del sigma
+    cka = linear_cka(acts)
     n = len(similarity)
     layer_i, layer_j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     return pd.DataFrame(
-        {"layer_i": layer_i.ravel(), "layer_j": layer_j.ravel(), "similarity": similarity.ravel()}
+        {
+            "layer_i": layer_i.ravel(),
+            "layer_j": layer_j.ravel(),
+            "similarity": similarity.ravel(),
+            "cka": cka.ravel(),
+        }
     )
 
 

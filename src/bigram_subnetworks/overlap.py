@@ -12,7 +12,8 @@ per layer, rows = output units), so this module needs no architecture knowledge.
   exactly hypergeometric(n, k_A, k_B), drawn directly.
 
 Blocks are independent, so a sample is the sum of one draw per block. Nothing here touches a
-model; masks may come from files.
+model; masks may come from files, and the magnitude control (`magnitude_mask`) needs only the
+weights' values.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ from .masking import Mask
 log = logging.getLogger(__name__)
 
 NULL_MODELS = ("rows", "entries")
+# docs/method.md §8: the configured pair, and its control (the bigram subnetwork against the
+# magnitude mask of the optimal subnetwork's size, `magnitude_mask`).
+PAIRS = ("bigram-optimal", "bigram-magnitude")
 # Samples per sampling task are capped so one task holds ≤ this many row draws (memory bound:
 # 8 bytes per draw, plus the gathered values); small tasks also balance the threads.
 _DRAWS_PER_TASK = 1 << 20
@@ -472,6 +476,60 @@ def _null_columns(
         "p_value": (at_least + 1) / (permutations + 1),
         "p_value_paper": at_least / permutations,
     }
+
+
+def magnitude_mask(weights: Mapping[str, torch.Tensor], like: Mask) -> Mask:
+    """The largest-|W| weights of every matrix, as many as ``like`` keeps in it: a magnitude-
+    pruning mask of ``like``'s size, trained on nothing (docs/method.md §8). Ties in |W| go to the
+    entry stored first.
+
+    Ranked per matrix, not across them: matrices of one model differ in scale (attention and MLP
+    matrices, projections whose inputs a norm rescales), so a global ranking's share of each
+    matrix would follow its scale. With ``like``'s counts the control differs from ``like`` only
+    in which weights of each matrix it keeps, and both face the same block structure in the null.
+    """
+    out = {}
+    for name, keep in like.tensors.items():
+        weight = weights.get(name)
+        if weight is None or weight.shape != keep.shape:
+            found = None if weight is None else tuple(weight.shape)
+            raise ValueError(
+                f"weight {name!r}: the mask has shape {tuple(keep.shape)}, the weights {found}"
+            )
+        magnitude = weight.detach().abs().flatten().cpu()
+        order = torch.argsort(magnitude, descending=True, stable=True)
+        chosen = torch.zeros(magnitude.numel(), dtype=torch.bool)
+        chosen[order[: _count(keep.cpu())]] = True
+        out[name] = chosen.view(keep.shape)
+    return Mask(out)
+
+
+def overlap_with_control(
+    bigram: Mask,
+    optimal: Mask,
+    control: Mask,
+    blocks: Sequence[UnitBlock],
+    *,
+    null_model: str,
+    permutations: int,
+    seed: int,
+    threads: int = 1,
+) -> tuple[list[dict[str, float | int | str]], pd.DataFrame]:
+    """`overlap_summary` and `overlap_breakdown` of the configured pair (bigram, optimal) and of
+    its control (bigram, ``control``, normally `magnitude_mask` of ``optimal``), with the same
+    statistic, null model, permutations and seed (docs/method.md §8), each row tagged with its
+    ``pair`` (`PAIRS`): the bigram–optimal excess over the null, read against the excess the
+    bigram subnetwork has with any large-weight mask of the optimal one's size."""
+    summaries, breakdowns = [], []
+    for pair, other in zip(PAIRS, (optimal, control), strict=True):
+        summary = overlap_summary(
+            bigram, other, blocks, null_model=null_model, permutations=permutations, seed=seed,
+            threads=threads,
+        )  # fmt: skip
+        summaries.append({"pair": pair, **summary})
+        breakdown = overlap_breakdown(bigram, other, blocks, null_model=null_model)
+        breakdowns.append(breakdown.assign(pair=pair))
+    return summaries, pd.concat(breakdowns, ignore_index=True)
 
 
 BREAKDOWN_COLUMNS = (

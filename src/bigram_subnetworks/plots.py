@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
 from .architectures import BLOCKS, REGISTRY
 from .atomic import atomic_path
@@ -54,18 +55,54 @@ def _error_bars(rows: pd.DataFrame, column: str):
 
 
 TARGET_STYLES = {"bigram": {"ls": "-", "marker": "o"}, "optimal": {"ls": "--", "marker": "s"}}
+# The bigram table's references (docs/method.md §6), grey, and the model's own, in its colour.
+TABLE_REFERENCE_STYLES = {
+    "floor": ("floor: unigram", ":"),
+    "generalizing": ("generalizing: held-out smoothed bigram", "-."),
+    "copy": ("copy: smoothed table", "--"),
+}
+MODEL_REFERENCE_STYLES = {
+    "full": ("full model", (0, (6, 2))),
+    "context_free": ("context-free", ":"),
+}
+
+
+def _reference(rows: pd.DataFrame, name: str, column: str) -> float | None:
+    """A model's reference ``name`` of ``column`` (the same on all its rows), None if absent."""
+    values = rows[f"{name}_{column}"].dropna() if f"{name}_{column}" in rows else ()
+    return float(values.iloc[0]) if len(values) else None
+
+
+def _reference_lines(ax, rows: pd.DataFrame, column: str, color: str, model: str, drawn: set):
+    """Horizontal lines at a model's references of ``column`` where the table has them: the
+    bigram table's in grey (once per panel for models that share a tokenizer; ``drawn`` holds
+    those already drawn) and the model's own in its colour."""
+    table = tuple(_reference(rows, name, column) for name in TABLE_REFERENCE_STYLES)
+    if table not in drawn:
+        drawn.add(table)
+        for value, (label, ls) in zip(table, TABLE_REFERENCE_STYLES.values(), strict=True):
+            if value is not None:
+                ax.axhline(value, color="0.45", ls=ls, lw=1, label=label)
+    for name, (label, ls) in MODEL_REFERENCE_STYLES.items():
+        value = _reference(rows, name, column)
+        if value is not None:
+            ax.axhline(value, color=color, ls=ls, lw=0.8, label=f"{model}: {label}")
 
 
 def r_vs_size(summary: pd.DataFrame, column: str = "r_drop_inf") -> Figure:
     """Paper Figure 1: bigram-surprisal r vs kept weights across λ, one curve per model; the
     optimal (pruning-baseline) subnetworks' bigram r dashed beside them (§4). Means over seeds
-    with 95% CIs when there are several."""
+    with 95% CIs when there are several. Where the table has them, horizontal lines mark what
+    the r is read against (docs/method.md §6): the bigram table's floor, generalizing and copy
+    references (grey) and each model's full and context-free r (its colour)."""
     table = final_checkpoints(summary)
     table = table[table["n_kept"] > 0].sort_values("n_kept")
     archs = sorted(table["arch"].unique())
     figure, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 4), squeeze=False)
     for ax, arch in zip(axes[0], archs, strict=True):
+        drawn: set[tuple] = set()
         for i, (model, of_model) in enumerate(table[table["arch"] == arch].groupby("model")):
+            _reference_lines(ax, of_model, column, f"C{i}", model, drawn)
             for target, rows in of_model.groupby("target"):
                 ax.errorbar(
                     rows["n_kept"],
@@ -193,6 +230,48 @@ def ablation(summary: pd.DataFrame) -> Figure:
     return figure
 
 
+def ablation_dose_response(table: pd.DataFrame) -> Figure:
+    """docs/method.md §9: eval surprisal (bits) of the full model minus random weights against
+    the fraction removed (log axis), one line per seed, with the full model minus the subnetwork
+    as a star at its own size and the full model as a dashed line; one panel per ablated
+    subnetwork."""
+    runs = table.groupby(["model", "target", "lam"], sort=True)
+    figure, axes = plt.subplots(1, runs.ngroups, figsize=(4.2 * runs.ngroups, 3.6), squeeze=False)
+    for ax, ((model, target, lam), rows) in zip(axes[0], runs, strict=True):
+        for i, (_, of_seed) in enumerate(rows.groupby("seed", sort=True)):
+            random = of_seed[of_seed["removal"] == "random"].sort_values("n_removed")
+            own = of_seed[of_seed["removal"] == "subnetwork"]
+            first = i == 0
+            ax.plot(
+                random["fraction_removed"],
+                random["mean_surprisal_bits"],
+                "o-",
+                ms=3,
+                color="#3182bd",
+                alpha=0.8,
+                label="random removal" if first else None,
+            )
+            ax.plot(
+                own["fraction_removed"],
+                own["mean_surprisal_bits"],
+                "*",
+                ms=11,
+                color="#d94701",
+                label="subnetwork removed" if first else None,
+            )
+        full = rows.loc[rows["removal"] == "none", "mean_surprisal_bits"].mean()
+        ax.axhline(full, color="#636363", ls="--", lw=1, label="full model")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # narrow ranges label minor ticks: crowded
+        ax.set_xlabel("fraction of maskable weights removed")
+        ax.set_ylabel("eval surprisal (bits/token)")
+        ax.set_title(f"{model}, {target} λ={lam}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
 CONDITION_LABELS = {
     "full": "full model",
     "subnetwork": "bigram subnetwork",
@@ -203,12 +282,14 @@ LENS_PANELS = {
     "out_corr": "next-token lens r",
     "in_recall1": "current-token recall@1",
     "out_rotation": "median rotation, map to last layer (°)",
+    "out_rotation_dominant": "dominant rotation, map to last layer (°)",
 }
 
 
 def lens(summary: pd.DataFrame) -> Figure:
-    """Paper §7: per-layer next-token alignment, current-token retention and rotation, for each
-    condition, at each model's final checkpoint (means over seeds)."""
+    """Paper §7: per-layer next-token alignment, current-token retention and rotation (the
+    paper's median over all eigenvalues, and over the dominant ones), for each condition, at
+    each model's final checkpoint (means over seeds)."""
     table = final_checkpoints(summary)
     runs = list(table.groupby(["model", "lam"], sort=True))
     figure, axes = plt.subplots(
@@ -229,27 +310,39 @@ def lens(summary: pd.DataFrame) -> Figure:
     return figure
 
 
+SIMILARITY_MEASURES = {"similarity": "covariance cosine", "cka": "linear CKA"}
+
+
 def covariance(table: pd.DataFrame) -> Figure:
-    """Paper §7 heatmaps: layer × layer covariance similarity for the full model, the bigram
-    subnetwork and a random same-count subnetwork (final checkpoint, first seed)."""
+    """Paper §7 heatmaps: layer × layer covariance similarity (the paper's cosine) and linear
+    CKA, one row each per run, for the full model, the bigram subnetwork and a random same-count
+    subnetwork (final checkpoint, first seed)."""
     table = final_checkpoints(table)
     table = table[table["seed"] == table["seed"].min()]
-    runs = list(table.groupby(["model", "lam"], sort=True))
+    runs = [
+        (run, rows, measure)
+        for run, rows in table.groupby(["model", "lam"], sort=True)
+        for measure in SIMILARITY_MEASURES
+        if measure in rows
+    ]
     panels = ["full", "subnetwork", "random"]
     figure, axes = plt.subplots(
         len(runs), len(panels), figsize=(3.6 * len(panels), 3.2 * len(runs)), squeeze=False
     )
     image = None
-    for row_axes, ((model, lam), rows) in zip(axes, runs, strict=True):
+    for row_axes, ((model, lam), rows, measure) in zip(axes, runs, strict=True):
         for ax, condition in zip(row_axes, panels, strict=True):
             of = rows[rows["condition"] == condition]
-            grid = of.pivot(index="layer_i", columns="layer_j", values="similarity")
+            grid = of.pivot(index="layer_i", columns="layer_j", values=measure)
             image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="viridis", origin="lower")
-            ax.set_title(f"{model}, λ={lam}: {CONDITION_LABELS[condition]}", fontsize=9)
+            title = (
+                f"{model}, λ={lam}: {CONDITION_LABELS[condition]}\n{SIMILARITY_MEASURES[measure]}"
+            )
+            ax.set_title(title, fontsize=9)
             ax.set_xlabel("layer j")
             ax.set_ylabel("layer i")
     figure.tight_layout()
-    figure.colorbar(image, ax=axes.ravel().tolist(), label="covariance similarity", shrink=0.8)
+    figure.colorbar(image, ax=axes.ravel().tolist(), label="similarity", shrink=0.8)
     return figure
 
 
@@ -290,20 +383,38 @@ def dynamics(table: pd.DataFrame) -> Figure:
 
 def overlap(blocks: pd.DataFrame) -> Figure:
     """Paper §6: weights shared by the bigram and optimal subnetworks per layer, attention and
-    MLP, against the count expected under the permutation null (first seed)."""
+    MLP, against the count expected under the permutation null (first seed); black ticks: the
+    bigram subnetwork's overlap with the magnitude control of the optimal one's size (§8), where
+    the table has it (its ``pair`` column)."""
     table = blocks[blocks["seed"] == blocks["seed"].min()].copy()
     table["part"] = table["block"].str.startswith("attn").map({True: "attention", False: "MLP"})
+    pair = table["pair"] if "pair" in table else pd.Series("bigram-optimal", table.index)
+    control = table[pair == "bigram-magnitude"]
+    table = table[pair == "bigram-optimal"]
     pairs = list(table.groupby(["model", "bigram_lam", "optimal_lam"], sort=True))
     figure, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 3.6), squeeze=False)
     width = 0.2
     for ax, ((model, bigram, optimal), rows) in zip(axes[0], pairs, strict=True):
         sums = rows.groupby(["part", "layer"])[["n_both", "expected_both"]].sum()
+        key = (control["model"] == model) & (control["bigram_lam"] == bigram)
+        of_control = control[key & (control["optimal_lam"] == optimal)]
+        controls = of_control.groupby(["part", "layer"])["n_both"].sum()
         for i, (part, color) in enumerate((("attention", "#3182bd"), ("MLP", "#d94701"))):
             if part not in sums.index.get_level_values("part"):
                 continue
             of = sums.loc[part]
             x = of.index.to_numpy() + (2 * i - 1.5) * width
             ax.bar(x, of["n_both"], width, color=color, label=f"{part}, actual")
+            if part in controls.index.get_level_values("part"):
+                ax.plot(
+                    x,
+                    controls.loc[part].reindex(of.index),
+                    "_",
+                    ms=9,
+                    mew=2,
+                    color="black",
+                    label="magnitude control" if i == 0 else None,
+                )
             ax.bar(
                 x + width,
                 of["expected_both"],

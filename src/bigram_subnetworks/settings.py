@@ -68,8 +68,8 @@ class MaskTrainingConfig:
         for field in ("weight_decay", "spike_absolute", "spike_recovery_steps", "seed"):
             if not 0 <= getattr(self, field) < math.inf:
                 raise ValueError(f"{field} must be ≥ 0 and finite, got {getattr(self, field)}")
-        if not 1 <= self.spike_relative < math.inf:
-            raise ValueError(f"spike_relative must be ≥ 1, got {self.spike_relative}")
+        if not 0 < self.spike_relative < math.inf:
+            raise ValueError(f"spike_relative must be > 0, got {self.spike_relative}")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"

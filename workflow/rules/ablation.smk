@@ -1,4 +1,5 @@
-# Necessity and sufficiency: five ablation conditions and their generations (docs/method.md §9).
+# Necessity and sufficiency: five ablation conditions and their generations, and the
+# dose-response of random removal (docs/method.md §9).
 
 
 rule ablation:
@@ -9,6 +10,7 @@ rule ablation:
         bigrams=model_bigrams,
     output:
         ablation=f"{paths.ABLATION}/ablation.tsv",
+        dose_response=f"{paths.ABLATION}/dose_response.tsv",
         generations=f"{paths.ABLATION}/generations.tsv",
     log:
         f"logs/ablation/{paths.MASK_KEY}.log",
@@ -24,6 +26,7 @@ rule ablation:
     params:
         model_dir=model_dir,
         generation=section("ablation")["generation"],
+        dose_response=section("ablation")["dose_response"],
         evaluation=model_evaluation,
         control_seed=control_seed("ablation"),
         code=library_code("ablation"),
@@ -34,6 +37,7 @@ rule ablation:
 rule collect_ablation:
     input:
         ablations=ablation_outputs("ablation.tsv"),
+        dose_responses=ablation_outputs("dose_response.tsv"),
         generations=ablation_outputs("generations.tsv"),
     output:
         ablation=f"{paths.TABLES}/ablation.tsv",
@@ -43,6 +47,7 @@ rule collect_ablation:
             category="Tables",
             labels={"table": "ablation_summary"},
         ),
+        dose_response=f"{paths.TABLES}/ablation_dose_response.tsv",
         generations=f"{paths.TABLES}/generations.tsv",
     log:
         "logs/collect_ablation.log",

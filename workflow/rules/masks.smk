@@ -100,10 +100,64 @@ rule evaluate_mask:
         "../scripts/evaluate_mask.py"
 
 
+# What every bigram r is read against (docs/method.md §6): per tokenizer, the r of predictors
+# built from its table's training text; per model checkpoint, the model fed one token at a time.
+rule bigram_references:
+    input:
+        train=rules.tokenize.output.bigrams,
+        eval=rules.tokenize.output.eval,
+        counts=rules.count_bigrams.output.counts,
+    output:
+        references=f"{paths.REFERENCES}/references.json",
+    log:
+        "logs/bigram_references/{tokenizer}.log",
+    benchmark:
+        f"{paths.BENCHMARKS}/bigram_references/{{tokenizer}}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        max_sequences=CONFIG.evaluation.max_sequences,
+        code=library_code("bigram_references"),
+    script:
+        "../scripts/bigram_references.py"
+
+
+rule context_free:
+    input:
+        checkpoints=model_checkpoints,
+        tokens=model_tokens("eval"),
+        meta=model_tokens_meta,
+        bigrams=model_bigrams,
+    output:
+        metrics=f"{paths.CONTEXT_FREE}/metrics.json",
+    log:
+        "logs/context_free/{model}/{revision}.log",
+    benchmark:
+        f"{paths.BENCHMARKS}/context_free/{{model}}/{{revision}}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: model_threads
+    resources:
+        mem_mb=model_resource("mem_mb", 4000),
+        runtime=model_resource("runtime", 60),
+        gpu=model_gpu,
+    params:
+        model_dir=model_dir,
+        evaluation=model_evaluation,
+        code=library_code("context_free"),
+    script:
+        "../scripts/context_free.py"
+
+
 rule collect_metrics:
     input:
         metrics=mask_outputs("metrics.json"),
         layers=mask_outputs("layers.tsv"),
+        references=reference_outputs(),
+        context_free=context_free_outputs(),
     output:
         metrics=f"{paths.TABLES}/metrics.tsv",
         summary=report(
@@ -118,6 +172,7 @@ rule collect_metrics:
             category="Tables",
             labels={"table": "layers"},
         ),
+        references=f"{paths.TABLES}/references.tsv",
     log:
         "logs/collect_metrics.log",
     conda:
@@ -128,6 +183,7 @@ rule collect_metrics:
     params:
         archs=model_archs(),
         revisions=model_revisions(),
+        tokenizers=model_tokenizers(),
         code=library_code("collect_metrics"),
     script:
         "../scripts/collect_metrics.py"

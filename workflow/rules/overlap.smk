@@ -1,4 +1,5 @@
-# Overlap of bigram and optimal subnetworks against a permutation null (docs/method.md §8).
+# Overlap of bigram and optimal subnetworks against a permutation null, beside the bigram
+# subnetwork's overlap with a magnitude mask of the optimal one's size (docs/method.md §8).
 
 
 rule overlap:

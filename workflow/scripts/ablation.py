@@ -1,4 +1,5 @@
-"""Ablation of one subnetwork: eval surprisal and generated text for the five conditions."""
+"""Ablation of one subnetwork: eval surprisal and generated text for the five conditions, and
+the dose-response of random removal."""
 
 import torch
 
@@ -21,9 +22,14 @@ mask = Mask.load(snakemake.input.mask)
 mask.check_matches(model, source=snakemake.input.mask)
 seed = snakemake.params.control_seed
 table = ablation.ablation(model, mask, tokens, vocab_size, batch_size, seed)
+doses = ablation.dose_response(
+    model, mask, tokens, vocab_size, batch_size, seed, conditions=table,
+    **snakemake.params.dose_response,
+)  # fmt: skip
 texts = ablation.generations(
     model, tokenizer.load_tokenizer(checkpoint), mask, seed, **snakemake.params.generation
 )
 identity = {**w, "seed": int(w.seed)}
 io.write_table(table.assign(**identity), snakemake.output.ablation)
+io.write_table(doses.assign(**identity), snakemake.output.dose_response)
 io.write_table(texts.assign(**identity), snakemake.output.generations)

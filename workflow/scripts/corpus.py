@@ -1,13 +1,14 @@
-"""Collect the corpus documents named by the config into one JSON Lines file."""
+"""Collect the corpus documents named by the config into one JSON Lines file, with their
+provenance (for the offline English corpus, each source's package, sha256, licence and counts)."""
 
 from bigram_subnetworks import corpus, io, logs
 
 logs.setup(snakemake.log[0])
-documents = corpus.documents_from_config(snakemake.params.corpus)
+# The offline English corpus's package files, by artifact (none for the other sources).
+artifacts = dict(snakemake.input.items())
+documents, provenance = corpus.corpus_from_config(snakemake.params.corpus, artifacts)
 corpus.write_documents(documents, snakemake.output.documents)
 io.write_json(
-    io.provenance(
-        rule="corpus", corpus=snakemake.params.corpus, **corpus.describe_documents(documents)
-    ),
+    io.provenance(rule="corpus", corpus=snakemake.params.corpus, **provenance),
     snakemake.output.meta,
 )

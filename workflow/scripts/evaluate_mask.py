@@ -3,7 +3,7 @@ for optimal subnetworks also their fidelity to the full model."""
 
 import torch
 
-from bigram_subnetworks import corpus, evaluation, io, logs
+from bigram_subnetworks import corpus, evaluation, io, logs, training
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.masking import Mask
 
@@ -24,5 +24,7 @@ layers = evaluation.kept_by_block(model, mask)
 meta = io.read_json(snakemake.input.meta)
 identity = {**snakemake.wildcards, "seed": int(snakemake.wildcards.seed)}
 identity["lam_value"] = meta["lam_value"]  # size-matched λ is found in training, not configured
-io.write_json({**identity, **metrics, "eval_sequences": len(tokens)}, snakemake.output.metrics)
+how_trained = {key: meta[key] for key in training.CONVERGENCE_KEYS}
+metrics = {**identity, **metrics, **how_trained, "eval_sequences": len(tokens)}
+io.write_json(metrics, snakemake.output.metrics)
 io.write_table(layers.assign(**identity), snakemake.output.layers)

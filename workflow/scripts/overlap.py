@@ -1,16 +1,21 @@
-"""Overlap of a bigram and an optimal subnetwork, with its permutation null and the per-layer,
-per-block breakdown."""
+"""Overlap of a bigram and an optimal subnetwork, and of the bigram subnetwork and the
+magnitude mask of the optimal one's size (the control), each with its permutation null and the
+per-layer, per-block breakdown."""
 
 from bigram_subnetworks import architectures, io, logs, overlap
 from bigram_subnetworks.masking import Mask
 
 logs.setup(snakemake.log[0])
 w = snakemake.wildcards
-null = snakemake.params.null
+model_dir = snakemake.params.model_dir
 bigram, optimal = Mask.load(snakemake.input.bigram), Mask.load(snakemake.input.optimal)
-blocks = architectures.checkpoint_unit_blocks(snakemake.params.model_dir, bigram.shapes)
-summary = overlap.overlap_summary(bigram, optimal, blocks, **null, threads=snakemake.threads)
-breakdown = overlap.overlap_breakdown(bigram, optimal, blocks, null_model=null["null_model"])
+weights = architectures.maskable_parameters(io.load_model(model_dir, device="cpu"))
+control = overlap.magnitude_mask(weights, optimal)
+del weights
+blocks = architectures.checkpoint_unit_blocks(model_dir, bigram.shapes)
+summaries, breakdown = overlap.overlap_with_control(
+    bigram, optimal, control, blocks, **snakemake.params.null, threads=snakemake.threads
+)
 identity = {**w, "seed": int(w.seed)}
-io.write_json({**identity, **summary}, snakemake.output.summary)
+io.write_json({"pairs": [{**identity, **s} for s in summaries]}, snakemake.output.summary)
 io.write_table(breakdown.assign(**identity), snakemake.output.blocks)

