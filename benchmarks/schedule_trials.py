@@ -42,6 +42,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, required=True)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr-beta-exponent", type=float, default=0.0)
+    parser.add_argument("--beta-growth-late", type=float, default=None)
+    parser.add_argument("--late-undecided", type=float, default=0.2)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-sequences", type=int, default=512)
@@ -62,6 +64,7 @@ def main() -> None:
         lam=args.lam, learning_rate=args.learning_rate, beta_growth=args.beta_growth,
         max_steps=args.max_steps, batch_size=args.batch_size, attempts=1, log_every=10,
         seed=args.seed, precision=args.precision, lr_beta_exponent=args.lr_beta_exponent,
+        beta_growth_late=args.beta_growth_late, late_undecided=args.late_undecided,
     )  # fmt: skip
     target = targets.make_target(args.target, model, bigrams, config.precision)
     started = time.perf_counter()
@@ -75,6 +78,7 @@ def main() -> None:
     row = {
         "name": args.name, "target": args.target, "lam": args.lam,
         "learning_rate": args.learning_rate, "lr_beta_exponent": args.lr_beta_exponent,
+        "beta_growth_late": args.beta_growth_late, "late_undecided": args.late_undecided,
         "beta_growth": args.beta_growth, "max_steps": args.max_steps,
         "batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
         **result.summary(), "kept_fraction": result.mask.density,

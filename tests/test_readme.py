@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the test changes in the example: each must occur in it exactly once.
 HUB_MODEL = 'model_id = "HuggingFaceTB/SmolLM2-135M"'
 SCHEDULE = "max_steps=3000"
-SHORT_SCHEDULE = "max_steps=20, learning_rate=0.1, beta_growth=1.05, batch_size=8, seq_len=32"
+SHORT_SCHEDULE = "max_steps=20, learning_rate=0.1, beta_growth=1.05"
 
 
 def readme_example() -> str:
-    section = (ROOT / "README.md").read_text().split("## Your own model, from Python")[1]
+    section = (ROOT / "README.md").read_text().split("## Use the library")[1]
     return re.search(r"```python\n(.*?)```", section, re.S)[1]
 
 
@@ -35,7 +35,6 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     model_dir = tmp_path / "tiny-llama"
     # A bf16 checkpoint, as SmolLM2's published weights: transformers loads it in bf16.
     model = make_tiny_model("llama", vocab_size=len(tokenizer)).to(torch.bfloat16)
-    model.config.max_position_embeddings = 128  # the example evaluates 128-token sequences
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     (tmp_path / "corpus.txt").write_text("\n\n".join(documents))
@@ -54,6 +53,14 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     r = float(re.search(r"bigram r = (\S+)", printed)[1])
     assert math.isfinite(r) and -1 <= r <= 1
     assert namespace["metrics"]["r_drop_inf"] == pytest.approx(r, abs=5e-4)
+    ended = re.search(r"(\w+) after (\d+) steps, converged (\w+), stable (\w+)", printed)
+    found = namespace["found"]
+    assert ended.groups() == (
+        found.ended,
+        str(found.steps),
+        str(found.converged),
+        str(found.stable),
+    )
     assert next(namespace["model"].parameters()).dtype == torch.bfloat16
     saved = Subnetwork.load(tmp_path / "smollm2-bigram")
     assert saved.mask.equals(namespace["found"].mask)

@@ -296,3 +296,21 @@ def test_settings_are_checked_by_name(setting, error, message):
 def test_the_sentinel_lambdas_are_valid_settings():
     assert dataclasses.replace(CONFIG, lam=float("inf")).lam == float("inf")
     assert dataclasses.replace(CONFIG, lam=float("-inf")).lam == float("-inf")
+
+
+def test_late_beta_growth_takes_over_once_few_weights_are_undecided(cyclic_tokens, target):
+    """β grows by beta_growth while many weights are undecided and by beta_growth_late after:
+    the switch follows each step's undecided share, as recorded in the history."""
+    model = make_tiny_model("gpt2")
+    cfg = dataclasses.replace(CONFIG, beta_growth=1.05, beta_growth_late=1.5, late_undecided=0.9)
+    history = train_mask(model, target, cyclic_tokens, cfg).history
+    growth = history["beta"].shift(-1) / history["beta"]
+    late = history["undecided_fraction"] <= 0.9
+    assert late.any() and (~late).any()
+    assert np.allclose(growth[late].dropna(), 1.5) and np.allclose(growth[~late].dropna(), 1.05)
+    always = dataclasses.replace(cfg, beta_growth=1.5, beta_growth_late=None)
+    same = dataclasses.replace(cfg, late_undecided=1.0)
+    one, two = (
+        train_mask(make_tiny_model("gpt2"), target, cyclic_tokens, c) for c in (always, same)
+    )
+    assert one.mask.equals(two.mask) and one.history["xent"].equals(two.history["xent"])

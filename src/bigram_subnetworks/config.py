@@ -279,6 +279,7 @@ class DoseResponse:
 class Ablation:
     runs: tuple[AblationRun, ...]
     random_seed: int
+    eval_sequences: int | None  # None: evaluation.max_sequences
     dose_response: DoseResponse
     generation: Generation
 

@@ -50,9 +50,15 @@ class MaskTrainingConfig:
     precision: str = "auto"
     # Beyond the paper (docs/method.md §4, §13): the learning rate falls as β grows,
     # lr_t = learning_rate · β_t^(−lr_beta_exponent). 0 is the paper's constant rate; 1 keeps
-    # the step in soft-mask space, lr·β·σ'(βs), from growing with β, which is what makes short
-    # CPU schedules spike late in training.
+    # the step in soft-mask space, lr·β·σ'(βs), from growing with β.
     lr_beta_exponent: float = 0.0
+    # Beyond the paper (docs/method.md §4): β grows by beta_growth_late instead once at most
+    # late_undecided of the weights are undecided. The weights the target does not need are
+    # decided together, in one event; a slow growth through it keeps the loss curve smooth, a
+    # fast one after it decides the rest in a fraction of the steps (docs/schedule-trials.md).
+    # None: beta_growth throughout, as the paper.
+    beta_growth_late: float | None = None
+    late_undecided: float = 0.2
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -79,6 +85,10 @@ class MaskTrainingConfig:
                 raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
         if self.beta_growth < 1:
             raise ValueError(f"beta_growth must be ≥ 1, got {self.beta_growth}")
+        if self.beta_growth_late is not None and not 1 <= self.beta_growth_late < math.inf:
+            raise ValueError(f"beta_growth_late must be ≥ 1, got {self.beta_growth_late}")
+        if not 0 < self.late_undecided <= 1:
+            raise ValueError(f"late_undecided must be in (0, 1], got {self.late_undecided}")
         if not 0 <= self.lr_beta_exponent <= 2:
             raise ValueError(f"lr_beta_exponent must be in [0, 2], got {self.lr_beta_exponent}")
         if self.precision not in PRECISIONS:
@@ -89,15 +99,18 @@ class MaskTrainingConfig:
         refused here, by name, rather than deep inside numpy or torch)."""
         for field in fields(self):
             value = getattr(self, field.name)
+            if value is None and "None" in field.type:
+                continue
             if field.type == "int":
                 ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            elif field.type == "float":
+            elif field.type.startswith("float"):
                 ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
             else:
                 ok = isinstance(value, str)
             if not ok:
                 raise TypeError(
-                    f"{field.name} must be {_KINDS[field.type]}, got {type(value).__name__} "
+                    f"{field.name} must be {_KINDS[field.type.split()[0]]}, got "
+                    f"{type(value).__name__} "
                     f"{value!r}"
                 )
 

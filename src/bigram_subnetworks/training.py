@@ -179,6 +179,14 @@ def score_optimizer(cs: ContinuousSparsification, cfg: MaskTrainingConfig) -> to
     )
 
 
+def beta_growth(cfg: MaskTrainingConfig, undecided_fraction: float) -> float:
+    """β's growth after a step with this share of the weights undecided: `beta_growth`, or
+    `beta_growth_late` once the share is at most `late_undecided` (docs/method.md §4)."""
+    if cfg.beta_growth_late is not None and undecided_fraction <= cfg.late_undecided:
+        return cfg.beta_growth_late
+    return cfg.beta_growth
+
+
 def _history_row(attempt, step, xent, penalty, cfg, on, undecided, numel, beta, ms) -> tuple:
     """One row of `HISTORY_COLUMNS`."""
     loss = xent + cfg.lam * penalty
@@ -233,7 +241,7 @@ def train_attempt(
             # As the authors: decisions are counted at the β of this step, then β grows (§4).
             on, undecided = cs.decision_counts()
             beta = float(cs.beta)
-            cs.anneal(cfg.beta_growth)
+            cs.anneal(beta_growth(cfg, undecided / cs.numel))
             ms = 1000 * (time.perf_counter() - started)
             row = _history_row(attempt, step, xent, penalty, cfg, on, undecided, cs.numel, beta, ms)
             rows.append(row)

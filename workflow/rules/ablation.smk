@@ -27,6 +27,7 @@ rule ablation:
         model_dir=model_dir,
         generation=section("ablation")["generation"],
         dose_response=section("ablation")["dose_response"],
+        eval_sequences=section("ablation")["eval_sequences"],
         evaluation=model_evaluation,
         control_seed=control_seed("ablation"),
         code=library_code("ablation"),

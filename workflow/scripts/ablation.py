@@ -13,7 +13,7 @@ w = snakemake.wildcards
 evaluation_settings = snakemake.params.evaluation
 vocab_size = BigramModel(BigramCounts.load(snakemake.input.bigrams)).vocab_size
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=vocab_size)
-tokens = tokens[: evaluation_settings["max_sequences"]]
+tokens = tokens[: evaluation_settings["max_sequences"]][: snakemake.params.eval_sequences]
 batch_size = evaluation_settings["batch_size"]
 checkpoint = snakemake.params.model_dir
 model = io.load_model(checkpoint)
