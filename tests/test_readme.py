@@ -20,8 +20,8 @@ from conftest import make_tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 # What the test changes in the example: each must occur in it exactly once.
 HUB_MODEL = 'model_id = "HuggingFaceTB/SmolLM2-135M"'
-SCHEDULE = "max_steps=3000"
-SHORT_SCHEDULE = "max_steps=20, learning_rate=0.1, beta_growth=1.05"
+SCHEDULE = "learning_rate=5e-3, beta_growth=1.01, max_steps=700"
+SHORT_SCHEDULE = "learning_rate=0.1, beta_growth=1.05, max_steps=20"
 
 
 def readme_example() -> str:

@@ -55,6 +55,23 @@ def working_model(
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Subnormal floats flushed to zero in the calling thread for the body. Late in mask
+    training the scores' gradients β·σ'(βs)·… and AdamW's second moments fall into fp32's
+    subnormal range, where x86 arithmetic is many times slower (SmolLM2, one thread: 4–6 s per
+    step became 16–18 s at β > 200; docs/schedule-trials.md). PyTorch sets the flag per
+    thread, so it covers single-threaded jobs (the workflow's mask jobs on a CPU) fully and the
+    intra-op worker threads of a multi-threaded one not at all; soft masks below
+    `masking.OFF_BELOW` are zeroed for that case."""
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
+
+
 def autocast(device: torch.device, precision: str = "auto"):
     """The precision of a forward (`settings.PRECISIONS`): "auto" is bf16 autocast on CUDA and
     full precision on the CPU, where bf16 matrix products are slow unless the CPU has native

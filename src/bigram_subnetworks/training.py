@@ -26,7 +26,7 @@ from .architectures import maskable_parameters
 from .masking import ContinuousSparsification, Mask
 from .progress import Progress, StepCallback
 from .resume import Resume, rng_states, set_rng_states
-from .runtime import autocast, default_device, model_logits, seeded_batches
+from .runtime import autocast, default_device, flush_denormals, model_logits, seeded_batches
 from .settings import SENTINELS, MaskTrainingConfig
 from .targets import Target
 
@@ -231,7 +231,7 @@ def train_attempt(
         log.info("attempt %d: resumed after step %d", attempt, done)
     batches = seeded_batches(tokens, cfg.batch_size, seed=cfg.seed * 1000 + attempt, start=done)
     progress = Progress(cfg.max_steps, f"attempt {attempt}", log, "step", cfg.log_every, start=done)
-    with progress:
+    with progress, flush_denormals():
         for step in range(done + 1, cfg.max_steps + 1):
             started = time.perf_counter()
             if cfg.lr_beta_exponent:
