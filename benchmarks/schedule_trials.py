@@ -41,7 +41,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--beta-growth", type=float, required=True)
     parser.add_argument("--max-steps", type=int, required=True)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr-beta-exponent", type=float, default=0.0)
     parser.add_argument("--beta-growth-late", type=float, default=None)
     parser.add_argument("--late-undecided", type=float, default=0.2)
     parser.add_argument("--precision", default="auto")
@@ -63,7 +62,7 @@ def main() -> None:
     config = training.MaskTrainingConfig(
         lam=args.lam, learning_rate=args.learning_rate, beta_growth=args.beta_growth,
         max_steps=args.max_steps, batch_size=args.batch_size, attempts=1, log_every=10,
-        seed=args.seed, precision=args.precision, lr_beta_exponent=args.lr_beta_exponent,
+        seed=args.seed, precision=args.precision,
         beta_growth_late=args.beta_growth_late, late_undecided=args.late_undecided,
     )  # fmt: skip
     target = targets.make_target(args.target, model, bigrams, config.precision)
@@ -77,7 +76,7 @@ def main() -> None:
     tail = history["xent"].iloc[-50:]
     row = {
         "name": args.name, "target": args.target, "lam": args.lam,
-        "learning_rate": args.learning_rate, "lr_beta_exponent": args.lr_beta_exponent,
+        "learning_rate": args.learning_rate,
         "beta_growth_late": args.beta_growth_late, "late_undecided": args.late_undecided,
         "beta_growth": args.beta_growth, "max_steps": args.max_steps,
         "batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,

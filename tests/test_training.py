@@ -285,7 +285,6 @@ def test_progress_eta_is_the_mean_rate_times_what_is_left():
         ({"learning_rate": 0.0}, ValueError, "learning_rate must be > 0"),
         ({"early_stop_fraction": 1.5}, ValueError, r"early_stop_fraction must be in \[0, 1\]"),
         ({"weight_decay": -0.1}, ValueError, "weight_decay must be ≥ 0"),
-        ({"lr_beta_exponent": 3.0}, ValueError, r"lr_beta_exponent must be in \[0, 2\]"),
     ],
 )
 def test_settings_are_checked_by_name(setting, error, message):

@@ -104,7 +104,11 @@ class ArchSpec:
     ``layers_path`` and ``final_norm_path`` locate the transformer blocks and the final norm (the
     residual stream's hook points). ``build`` makes a fresh model of the family for pretraining in
     the pipeline from (shape, vocabulary size). ``grouped_query``: the layout allows fewer
-    key/value heads than query heads.
+    key/value heads than query heads. ``logit_softcap`` names the config attribute of a final
+    logit soft-cap c that the class's forward applies after the unembedding, tanh(logits / c) · c
+    (Gemma 2 and 3's ``final_logit_softcapping``; unset or None in the config: no cap), so that
+    paths which unembed the last hidden state themselves (`runtime.model_logits` under autocast)
+    compute the class's own logits (`final_logits`).
     """
 
     name: str
@@ -116,6 +120,7 @@ class ArchSpec:
     matrices: tuple[Matrix, ...]
     build: Callable[[Any, int], Any]
     grouped_query: bool = False
+    logit_softcap: str | None = None
 
     def __post_init__(self) -> None:
         patterns = {
@@ -133,6 +138,12 @@ class ArchSpec:
             if found:
                 return int(found["layer"]), matrix
         return None
+
+    def final_logits(self, config: Any, logits: torch.Tensor) -> torch.Tensor:
+        """The class's logits from its unembedding's output: the soft-cap applied where the config
+        sets one, in the class's own order of operations (bit-identical)."""
+        cap = getattr(config, self.logit_softcap, None) if self.logit_softcap else None
+        return logits if cap is None else (logits / cap).tanh() * cap
 
     @property
     def transposed(self) -> bool:
@@ -211,6 +222,80 @@ def _build_llama(shape, vocab_size: int):
     return LlamaForCausalLM(config)
 
 
+def _build_phi3(shape, vocab_size: int):
+    """Phi-3's layout (fused [q; k; v] and [gate; up] projections, RMSNorm, rotary, untied
+    unembedding) with grouped-query attention when ``num_kv_heads`` < ``num_heads``."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    config = Phi3Config(
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads or shape.num_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_positions,
+        original_max_position_embeddings=shape.max_positions,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        attn_implementation=ATTN_IMPLEMENTATION,
+    )
+    return Phi3ForCausalLM(config)
+
+
+def _build_gptj(shape, vocab_size: int):
+    """GPT-J's layout (parallel residual, rotary on the first quarter of each head, an unembedding
+    with a bias) without dropout."""
+    from transformers import GPTJConfig, GPTJForCausalLM
+
+    config = GPTJConfig(
+        vocab_size=vocab_size,
+        n_embd=shape.hidden_size,
+        n_layer=shape.num_layers,
+        n_head=shape.num_heads,
+        n_inner=shape.intermediate_size,
+        n_positions=shape.max_positions,
+        rotary_dim=max(2, shape.hidden_size // shape.num_heads // 4 // 2 * 2),
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        attn_implementation="eager",  # GPT-J has no SDPA attention
+    )
+    return GPTJForCausalLM(config)
+
+
+def _build_opt(shape, vocab_size: int):
+    """OPT's pre-LayerNorm layout (learned positions, ReLU MLP, biases, tied embeddings) without
+    dropout."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    config = OPTConfig(
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden_size,
+        word_embed_proj_dim=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        ffn_dim=shape.intermediate_size,
+        max_position_embeddings=shape.max_positions,
+        do_layer_norm_before=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        attn_implementation=ATTN_IMPLEMENTATION,
+    )
+    return OPTForCausalLM(config)
+
+
 GPT_NEOX = ArchSpec(
     name="gpt_neox",
     title="GPT-NeoX (Pythia architecture)",
@@ -250,12 +335,16 @@ GPT2 = ArchSpec(
 # Every transformers class with separate q/k/v projections (grouped-query attention when
 # num_key_value_heads < num_attention_heads), a gated MLP and one final norm at `model.norm`;
 # each model type is tested on a tiny real model (tests/test_architectures.py). Gemma scales the
-# embedding by √d inside the model, OLMo-2 and Qwen3 normalise q and k, Qwen2's q/k/v have
+# embedding by √d inside the model, OLMo-2, Qwen3 and Gemma 3 normalise q and k, Gemma 2 and 3
+# add norms around the MLP and soft-cap the logits (`logit_softcap`), Qwen2's q/k/v have
 # biases: none of that changes which weights are maskable or how they split.
 LLAMA = ArchSpec(
     name="llama",
     title="Llama layout (grouped-query attention, gated MLP)",
-    model_types=("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "smollm3"),
+    model_types=(
+        "llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "gemma2", "gemma3_text",
+        "smollm3",
+    ),  # fmt: skip
     layers_path="model.layers",
     final_norm_path="model.norm",
     stored="out_in",
@@ -270,8 +359,74 @@ LLAMA = ArchSpec(
     ),
     build=_build_llama,
     grouped_query=True,
+    logit_softcap="final_logit_softcapping",
 )
-REGISTRY: dict[str, ArchSpec] = {spec.name: spec for spec in (GPT_NEOX, GPT2, LLAMA)}
+# Phi-3 fuses q, k and v into one projection, part-major ([q heads | k heads | v heads] along its
+# rows, fewer key/value heads under grouped-query attention), and the MLP's gate and up
+# projections into [gate; up] rows.
+PHI3 = ArchSpec(
+    name="phi3",
+    title="Phi-3",
+    model_types=("phi3",),
+    layers_path="model.layers",
+    final_norm_path="model.norm",
+    stored="out_in",
+    matrices=(
+        Matrix(
+            "self_attn.qkv_proj",
+            (Part("attn_q", QUERY), Part("attn_k", KEY_VALUE), Part("attn_v", KEY_VALUE)),
+        ),
+        _o("self_attn.o_proj"),
+        Matrix("mlp.gate_up_proj", (Part("mlp_gate"), Part("mlp_in"))),
+        _mlp("mlp.down_proj", "mlp_out"),
+    ),
+    build=_build_phi3,
+    grouped_query=True,
+)
+# GPT-J: separate q/k/v/out projections without biases, parallel residual; its unembedding's
+# bias is part of the unembedding, so the fp32 path keeps it.
+GPTJ = ArchSpec(
+    name="gptj",
+    title="GPT-J",
+    model_types=("gptj",),
+    layers_path="transformer.h",
+    final_norm_path="transformer.ln_f",
+    stored="out_in",
+    matrices=(
+        _q("attn.q_proj"),
+        _kv("attn.k_proj", "attn_k"),
+        _kv("attn.v_proj", "attn_v"),
+        _o("attn.out_proj"),
+        _mlp("mlp.fc_in", "mlp_in"),
+        _mlp("mlp.fc_out", "mlp_out"),
+    ),
+    build=_build_gptj,
+)
+# OPT: q/k/v/out projections with biases (kept), fc1/fc2. Its decoder applies the final
+# LayerNorm and, where the embedding is narrower than the blocks (OPT-350m), ``project_out``
+# before returning the last hidden state, so the fp32 path computes its logits. OPT-350m is
+# post-LayerNorm (``do_layer_norm_before=False``) and has no final LayerNorm: masks, evaluation
+# and ablations work, the residual-stream lens (which hooks the final norm) does not.
+OPT = ArchSpec(
+    name="opt",
+    title="OPT",
+    model_types=("opt",),
+    layers_path="model.decoder.layers",
+    final_norm_path="model.decoder.final_layer_norm",
+    stored="out_in",
+    matrices=(
+        _q("self_attn.q_proj"),
+        _kv("self_attn.k_proj", "attn_k"),
+        _kv("self_attn.v_proj", "attn_v"),
+        _o("self_attn.out_proj"),
+        _mlp("fc1", "mlp_in"),
+        _mlp("fc2", "mlp_out"),
+    ),
+    build=_build_opt,
+)
+REGISTRY: dict[str, ArchSpec] = {
+    spec.name: spec for spec in (GPT_NEOX, GPT2, LLAMA, PHI3, GPTJ, OPT)
+}
 
 
 def supported() -> str:

@@ -48,10 +48,6 @@ class MaskTrainingConfig:
     # authors train) and fp32 on the CPU; "bf16" autocasts on the CPU too, 1.4x faster per step
     # on SmolLM2-135M where the CPU has native bf16 (AVX512-BF16, AMX). Logits and loss stay fp32.
     precision: str = "auto"
-    # Beyond the paper (docs/method.md §4, §13): the learning rate falls as β grows,
-    # lr_t = learning_rate · β_t^(−lr_beta_exponent). 0 is the paper's constant rate; 1 keeps
-    # the step in soft-mask space, lr·β·σ'(βs), from growing with β.
-    lr_beta_exponent: float = 0.0
     # Beyond the paper (docs/method.md §4): β grows by beta_growth_late instead once at most
     # late_undecided of the weights are undecided. The weights the target does not need are
     # decided together, in one event; a slow growth through it keeps the loss curve smooth, a
@@ -89,8 +85,6 @@ class MaskTrainingConfig:
             raise ValueError(f"beta_growth_late must be ≥ 1, got {self.beta_growth_late}")
         if not 0 < self.late_undecided <= 1:
             raise ValueError(f"late_undecided must be in (0, 1], got {self.late_undecided}")
-        if not 0 <= self.lr_beta_exponent <= 2:
-            raise ValueError(f"lr_beta_exponent must be in [0, 2], got {self.lr_beta_exponent}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 

@@ -234,9 +234,6 @@ def train_attempt(
     with progress, flush_denormals():
         for step in range(done + 1, cfg.max_steps + 1):
             started = time.perf_counter()
-            if cfg.lr_beta_exponent:
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.learning_rate * float(cs.beta) ** -cfg.lr_beta_exponent
             xent, penalty = _step(model, cs, target, optimizer, next(batches), cfg, device)
             # As the authors: decisions are counted at the β of this step, then β grows (§4).
             on, undecided = cs.decision_counts()
