@@ -21,7 +21,13 @@ from transformers import (
 VOCAB = 64
 ARCHS = ("gpt_neox", "gpt2", "llama")
 # Every Hugging Face model type the Llama-layout family covers, each tested on a tiny real model.
-LLAMA_LAYOUT_TYPES = ("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "smollm3")
+LLAMA_LAYOUT_TYPES = (
+    "llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "gemma2", "gemma3_text",
+    "smollm3",
+)  # fmt: skip
+# Families checked by tests/test_architectures.py only (the `arch` fixture runs the others'
+# whole suite).
+MORE_ARCHS = ("phi3", "gptj", "opt")
 
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
 # that wait for each other make a 17 ms masked step take 800 ms (measured).
@@ -57,6 +63,8 @@ def make_tiny_model(arch: str, vocab_size: int = VOCAB, seed: int = 0, layers: i
     if arch == "llama":
         return make_llama_layout("llama", vocab_size, seed, layers)
     torch.manual_seed(seed)
+    if arch in MORE_ARCHS:
+        return _make_more(arch, vocab_size, layers).eval()
     if arch == "gpt_neox":
         config = GPTNeoXConfig(
             vocab_size=vocab_size,
@@ -82,6 +90,60 @@ def make_tiny_model(arch: str, vocab_size: int = VOCAB, seed: int = 0, layers: i
         )
         model = GPT2LMHeadModel(config)
     return model.eval()
+
+
+def _make_more(arch: str, vocab_size: int, layers: int):
+    """Phi-3 (fused [q; k; v] rows with 2 key/value heads for 4 query heads, fused [gate; up]),
+    GPT-J (an unembedding with a bias) and OPT (an embedding narrower than the blocks, so the
+    decoder's project_in/project_out are there, as in OPT-350m, but pre-LayerNorm)."""
+    if arch == "phi3":
+        config = AutoConfig.for_model(
+            "phi3",
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            original_max_position_embeddings=64,
+            initializer_range=0.2,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
+        )
+    elif arch == "gptj":
+        config = AutoConfig.for_model(
+            "gptj",
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=layers,
+            n_head=4,
+            n_inner=64,
+            n_positions=64,
+            rotary_dim=4,
+            initializer_range=0.2,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+    else:
+        config = AutoConfig.for_model(
+            "opt",
+            vocab_size=vocab_size,
+            hidden_size=32,
+            word_embed_proj_dim=16,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            ffn_dim=64,
+            max_position_embeddings=64,
+            init_std=0.2,
+            dropout=0.0,
+            attention_dropout=0.0,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
+        )
+    return AutoModelForCausalLM.from_config(config)
 
 
 @pytest.fixture(params=ARCHS)

@@ -104,13 +104,11 @@ def test_settings_override_the_paper_defaults(texts_and_tokenizer):
 
 def test_bad_input_is_named(texts_and_tokenizer):
     texts, tokenizer = texts_and_tokenizer
-    from transformers import Phi3Config, Phi3ForCausalLM
+    from transformers import BloomConfig, BloomForCausalLM
 
-    phi = Phi3ForCausalLM(Phi3Config(vocab_size=32, hidden_size=16, intermediate_size=32,
-                                     num_hidden_layers=1, num_attention_heads=2,
-                                     num_key_value_heads=2, pad_token_id=None))  # fmt: skip
-    with pytest.raises(ValueError, match=r"unsupported architecture 'phi3'.*supported"):
-        find_bigram_subnetwork(phi, tokenizer, texts)
+    bloom = BloomForCausalLM(BloomConfig(vocab_size=32, hidden_size=16, n_layer=1, n_head=2))
+    with pytest.raises(ValueError, match=r"unsupported architecture 'bloom'.*supported"):
+        find_bigram_subnetwork(bloom, tokenizer, texts)
     model = make_tiny_model("gpt2", vocab_size=len(tokenizer))
     with pytest.raises(ValueError, match="fewer than one sequence of 128"):
         find_bigram_subnetwork(model, tokenizer, ["a few words"])

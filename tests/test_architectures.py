@@ -16,7 +16,7 @@ from bigram_subnetworks.architectures import (
 )
 from bigram_subnetworks.masking import Mask, masked_forward
 
-from conftest import LLAMA_LAYOUT_TYPES, make_llama_layout, make_tiny_model
+from conftest import LLAMA_LAYOUT_TYPES, MORE_ARCHS, make_llama_layout, make_tiny_model
 
 EXPECTED_SUFFIXES = {
     "gpt_neox": {
@@ -35,10 +35,32 @@ EXPECTED_SUFFIXES = {
         "mlp.up_proj.weight",
         "mlp.down_proj.weight",
     },
+    "phi3": {
+        "self_attn.qkv_proj.weight",
+        "self_attn.o_proj.weight",
+        "mlp.gate_up_proj.weight",
+        "mlp.down_proj.weight",
+    },
+    "gptj": {
+        "attn.q_proj.weight",
+        "attn.k_proj.weight",
+        "attn.v_proj.weight",
+        "attn.out_proj.weight",
+        "mlp.fc_in.weight",
+        "mlp.fc_out.weight",
+    },
+    "opt": {
+        "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight",
+        "self_attn.out_proj.weight",
+        "fc1.weight",
+        "fc2.weight",
+    },
 }
 
 
-CLASSES = ["gpt_neox", "gpt2", *LLAMA_LAYOUT_TYPES]
+CLASSES = ["gpt_neox", "gpt2", *LLAMA_LAYOUT_TYPES, *MORE_ARCHS]
 
 
 def _model(name: str, layers: int = 2):
@@ -66,21 +88,15 @@ def test_exactly_the_block_matrices_of_every_layer(name):
         assert any(n.endswith("self_attn.q_proj.bias") for n in biases)
 
 
-def test_unsupported_architecture_names_the_type_and_the_families():
-    from transformers import Phi3Config, Phi3ForCausalLM
+def test_unsupported_architecture_names_the_type_the_families_and_the_recipe():
+    from transformers import BloomConfig, BloomForCausalLM
 
-    model = Phi3ForCausalLM(
-        Phi3Config(
-            vocab_size=32,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            pad_token_id=None,
-        )
-    )
-    with pytest.raises(ValueError, match=r"unsupported architecture 'phi3'.*gpt_neox.*llama \("):
+    model = BloomForCausalLM(BloomConfig(vocab_size=32, hidden_size=16, n_layer=1, n_head=2))
+    with pytest.raises(
+        ValueError,
+        match=r"unsupported architecture 'bloom'.*gpt_neox.*llama \(.*opt \(opt\); to add a "
+        r"family, see 'Adding a model family' in docs/architecture\.md",
+    ):
         spec_for(model)
 
 
@@ -88,7 +104,7 @@ def test_configured_family_is_checked_against_the_model_type():
     assert check_family("llama", "qwen2", "model q").name == "llama"
     with pytest.raises(ValueError, match=r"model q has model_type 'llama' \(family 'llama'\).*"):
         check_family("gpt_neox", "llama", "model q")
-    with pytest.raises(ValueError, match=r"model q has model_type 'bert'.*supported are"):
+    with pytest.raises(ValueError, match=r"model q has model_type 'bert'.*supported are.*Adding"):
         check_family("gpt_neox", "bert", "model q")
 
 
@@ -208,7 +224,7 @@ def test_llama_layout_has_fewer_key_value_heads_and_a_gate_block():
     assert {b for b, h in labels if h is None} == {"mlp_gate", "mlp_in", "mlp_out"}
 
 
-@pytest.mark.parametrize("name", ["gpt_neox", "gpt2", "llama", "gemma"])
+@pytest.mark.parametrize("name", ["gpt_neox", "gpt2", "llama", "gemma", *MORE_ARCHS])
 def test_unit_blocks_tile_every_matrix_and_agree_with_block_slices(name):
     """Every stored entry is in exactly one unit block; each head's run of the unit view holds
     exactly the entries `block_slices` labels with that block and head."""
@@ -226,8 +242,10 @@ def test_unit_blocks_tile_every_matrix_and_agree_with_block_slices(name):
             p for p in block_slices(spec, block.name, torch.Size(block.shape), heads)
             if p.block == block.block
         ]  # fmt: skip
-        if block.head_axis is None:
-            assert len(pieces) == 1 and set(view.flatten().tolist()) == set(range(numel))
+        if block.head_axis is None:  # an MLP block: all of its matrix, or its part of a fused one
+            assert len(pieces) == 1
+            labelled = index[pieces[0].rows, pieces[0].cols].flatten().tolist()
+            assert set(view.flatten().tolist()) == set(labelled)
             continue
         assert block.num_heads == len(pieces)
         for piece in pieces:
@@ -240,7 +258,7 @@ def test_unit_blocks_tile_every_matrix_and_agree_with_block_slices(name):
         assert torch.equal(flat, torch.arange(model.get_parameter(param).numel()))
 
 
-@pytest.mark.parametrize("name", ["gpt_neox", "gpt2", "llama"])
+@pytest.mark.parametrize("name", ["gpt_neox", "gpt2", "llama", *MORE_ARCHS])
 def test_unit_views_put_output_units_on_rows(name):
     """Row i of a unit view is what output unit i computes from: for GPT-2's Conv1D (in, out)
     the transpose, for (out, in) Linear weights the weight itself."""

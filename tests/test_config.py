@@ -193,7 +193,7 @@ def test_unknown_precision_is_named(config):
 def test_unsupported_architecture_is_named(config):
     config["models"][0]["arch"] = "bert"
     expected = "models.0 (pythia-tiny).arch: 'bert' is not a supported architecture family"
-    assert f"{expected} (one of gpt_neox, gpt2, llama)" in _error(config)
+    assert f"{expected} (one of gpt_neox, gpt2, llama, phi3, gptj, opt)" in _error(config)
 
 
 def test_a_model_pretrained_here_needs_its_family(config):

@@ -267,7 +267,7 @@ def _build_gptj(shape, vocab_size: int):
         tie_word_embeddings=False,
         bos_token_id=None,
         eos_token_id=None,
-        attn_implementation="eager",  # GPT-J has no SDPA attention
+        attn_implementation=ATTN_IMPLEMENTATION,
     )
     return GPTJForCausalLM(config)
 
@@ -336,15 +336,24 @@ GPT2 = ArchSpec(
 # num_key_value_heads < num_attention_heads), a gated MLP and one final norm at `model.norm`;
 # each model type is tested on a tiny real model (tests/test_architectures.py). Gemma scales the
 # embedding by √d inside the model, OLMo-2, Qwen3 and Gemma 3 normalise q and k, Gemma 2 and 3
-# add norms around the MLP and soft-cap the logits (`logit_softcap`), Qwen2's q/k/v have
-# biases: none of that changes which weights are maskable or how they split.
+# add norms around the MLP, Gemma 2 (and Gemma 3 where its config says so) soft-caps the
+# logits (`logit_softcap`), Qwen2's q/k/v have biases: none of that changes which weights are
+# maskable or how they split.
 LLAMA = ArchSpec(
     name="llama",
     title="Llama layout (grouped-query attention, gated MLP)",
     model_types=(
-        "llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "gemma2", "gemma3_text",
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "olmo",
+        "olmo2",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
         "smollm3",
-    ),  # fmt: skip
+    ),
     layers_path="model.layers",
     final_norm_path="model.norm",
     stored="out_in",
@@ -429,6 +438,9 @@ REGISTRY: dict[str, ArchSpec] = {
 }
 
 
+ADDING_A_FAMILY = "to add a family, see 'Adding a model family' in docs/architecture.md"
+
+
 def supported() -> str:
     """The families and the model types each covers, for error messages."""
     return "; ".join(f"{s.name} ({', '.join(s.model_types)})" for s in REGISTRY.values())
@@ -449,7 +461,7 @@ def spec_for_config(config, source: str = "the model") -> ArchSpec:
     if spec is None:
         raise ValueError(
             f"unsupported architecture {model_type!r} of {source}: supported families are "
-            f"{supported()}"
+            f"{supported()}; {ADDING_A_FAMILY}"
         )
     return spec
 
@@ -639,7 +651,15 @@ def checkpoint_unit_blocks(model_dir: str | os.PathLike, shapes: Mapping[str, An
 def residual_modules(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
     """(transformer blocks in order, final norm) of a Hugging Face causal LM."""
     spec = spec_for(model)
-    return list(model.get_submodule(spec.layers_path)), model.get_submodule(spec.final_norm_path)
+    try:
+        norm = model.get_submodule(spec.final_norm_path)
+    except AttributeError:  # OPT-350m: post-LayerNorm, its final_layer_norm is None
+        raise ValueError(
+            f"{type(model).__name__} has no final norm at {spec.final_norm_path!r} (a "
+            "post-LayerNorm model such as OPT-350m): the residual stream's last hook point is "
+            "missing"
+        ) from None
+    return list(model.get_submodule(spec.layers_path)), norm
 
 
 def check_family(arch: str, model_type: str | None, source: str) -> ArchSpec:
@@ -649,7 +669,7 @@ def check_family(arch: str, model_type: str | None, source: str) -> ArchSpec:
     if found is None:
         raise ValueError(
             f"{source} has model_type {model_type!r}, which no supported family covers: "
-            f"supported are {supported()}"
+            f"supported are {supported()}; {ADDING_A_FAMILY}"
         )
     if found.name != arch:
         raise ValueError(

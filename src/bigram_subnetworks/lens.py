@@ -15,9 +15,10 @@ to L+1 float64 [d, d] cross-products (~0.6 GB at that size) or [1024, 1024] Gram
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from sklearn.linear_model import Ridge
 from torch import nn
 
 from .ablation import ablation_masks
-from .architectures import residual_modules
+from .architectures import residual_modules, spec_for
 from .evaluation import pearson
 from .masking import Mask, apply_mask
 from .progress import Progress
@@ -436,6 +437,7 @@ class _Readout:
     vocab_size: int
     device: torch.device
     dtype: torch.dtype
+    finish: Callable[[torch.Tensor], torch.Tensor]  # the class's logit soft-cap, if any
 
     @staticmethod
     def of(model: nn.Module, vocab_size: int) -> _Readout:
@@ -443,14 +445,16 @@ class _Readout:
         unembed = model.get_output_embeddings()
         weight = unembed.weight
         embed_in = model.get_input_embeddings().weight.detach()[:vocab_size].float()
-        return _Readout(norm, unembed, embed_in, vocab_size, weight.device, weight.dtype)
+        finish = functools.partial(spec_for(model).final_logits, model.config)
+        return _Readout(norm, unembed, embed_in, vocab_size, weight.device, weight.dtype, finish)
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
-        """log softmax(U · LN(h)) over the first ``vocab_size`` tokens, float32."""
-        logits = self.unembed(self.norm(h.to(self.dtype)))
+        """log softmax(U · LN(h)) over the first ``vocab_size`` tokens, float32 (soft-capped
+        first where the class caps its logits, Gemma 2)."""
+        logits = self.finish(self.unembed(self.norm(h.to(self.dtype))))
         return F.log_softmax(truncate_logits(logits, self.vocab_size).float(), dim=-1)
 
     def affine(self, m: LinearMap) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .architectures import family_of
 from .settings import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -123,16 +124,20 @@ def seeded_batches(
 class _FullPrecisionUnembedding(nn.Module):
     """A causal LM whose unembedding runs in fp32 even under autocast: the transformer (its
     `base_model`) gives the last hidden state, which is cast to fp32 and unembedded with autocast
-    off. Every family of the registry computes its logits exactly so (tested per class)."""
+    off, then soft-capped where the family's class does so (`ArchSpec.final_logits`, Gemma 2).
+    Every family of the registry computes its logits exactly so (tested per class)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        config = self.model.config
+        spec = family_of(getattr(config, "model_type", None))
         hidden = self.model.base_model(input_ids=input_ids).last_hidden_state
         with torch.autocast(hidden.device.type, enabled=False):
-            return self.model.get_output_embeddings()(hidden.float())
+            logits = self.model.get_output_embeddings()(hidden.float())
+            return logits if spec is None else spec.final_logits(config, logits)
 
 
 def model_logits(
