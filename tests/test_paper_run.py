@@ -43,7 +43,10 @@ def test_paper_dag_is_built_offline_with_the_papers_jobs(tmp_path, monkeypatch):
     assert counts["overlap"] == 4 and counts["ablation"] == 3
     # Pythia-160M and 1B at every revision, GPT-2 small at its only one.
     assert counts["lens"] == 2 * PYTHIA_REVISIONS + 1
-    assert counts["plot"] == 8  # no pretraining curves: every model comes from the hub
+    assert counts["plot"] == 9  # no pretraining curves: every model comes from the hub
+    # The references every r is read against: per tokenizer, and per model × checkpoint.
+    assert counts["bigram_references"] == 2
+    assert counts["context_free"] == PYTHIA * PYTHIA_REVISIONS + GPT2
     # Every mask the authors released (2 λ per model, 3 for Pythia-1B and GPT-2 large).
     for rule in ("download_released_mask", "import_released_mask", "parity"):
         assert counts[rule] == 2 * (PYTHIA + GPT2) + 2
