@@ -291,3 +291,25 @@ def test_the_fp32_unembedding_path_computes_each_class_logits(name):
         torch.testing.assert_close(
             _FullPrecisionUnembedding(model)(ids), model(input_ids=ids).logits, rtol=0, atol=0
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", CLASSES)
+def test_a_half_precision_model_of_every_class_trains_and_comes_back_unchanged(name, dtype):
+    """bf16 and fp16 checkpoints (as most of these families publish) through the library's
+    training and evaluation: the model is widened for the call and restored bit-identical."""
+    from bigram_subnetworks import evaluate_subnetwork, find_bigram_subnetwork
+
+    model = _model(name).to(dtype)
+    before = {key: tensor.clone() for key, tensor in model.state_dict().items()}
+    tokens = torch.randint(0, 64, (32, 12), generator=torch.Generator().manual_seed(0)).numpy()
+    found = find_bigram_subnetwork(
+        model, tokens=tokens, vocab_size=64, lam=1.0, learning_rate=0.1, beta_growth=1.05,
+        max_steps=3, batch_size=8, progress=False,
+    )  # fmt: skip
+    metrics = evaluate_subnetwork(model, found, tokens=tokens[:8], progress=False)
+    assert 0 < found.mask.density <= 1 and -1 <= metrics["r_clip_inf"] <= 1
+    after = model.state_dict()
+    assert all(
+        after[k].dtype == torch.bfloat16 and torch.equal(after[k], t) for k, t in before.items()
+    )

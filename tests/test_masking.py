@@ -199,3 +199,15 @@ def test_decision_counts_equal_thresholds_on_the_soft_mask(tiny_model):
     on, undecided = cs.decision_counts()
     assert on == int((soft > 0.9).sum()) > 0
     assert undecided == int(((soft >= 0.1) & (soft <= 0.9)).sum()) > 0
+
+
+def test_a_partial_mask_applies_with_a_warning():
+    """Two layers of three: only the named matrices are masked, and the caller is told."""
+    model = make_tiny_model("gpt2", layers=3)
+    weights = maskable_parameters(model)
+    partial = Mask({n: torch.zeros_like(w, dtype=torch.bool) for n, w in weights.items()
+                    if ".h.2." not in n})  # fmt: skip
+    warning = pytest.warns(UserWarning, match=r"covers \d+ of the model's \d+ maskable weight")
+    with warning, apply_mask(model, partial):
+        assert all(torch.count_nonzero(weights[n]) == 0 for n in partial.tensors)
+        assert all(torch.count_nonzero(w) > 0 for n, w in weights.items() if ".h.2." in n)

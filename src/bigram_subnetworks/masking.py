@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -251,10 +252,28 @@ def masked_forward(model: nn.Module, masks: Mapping[str, torch.Tensor], **inputs
     return forward_with(model, masked_parameters(model, masks), **inputs)
 
 
+def _warn_if_partial(model: nn.Module, mask: Mask) -> None:
+    from .architectures import family_of, maskable_parameters
+
+    if family_of(getattr(getattr(model, "config", None), "model_type", None)) is None:
+        return  # any nn.Module: which weights are "maskable" is the caller's to say
+    missing = set(maskable_parameters(model)) - set(mask.tensors)
+    if missing:
+        warnings.warn(
+            f"the mask covers {len(mask.tensors)} of the model's "
+            f"{len(mask.tensors) + len(missing)} maskable weight matrices (missing e.g. "
+            f"{sorted(missing)[0]}): only those it names are masked",
+            stacklevel=3,
+        )
+
+
 @contextmanager
 def apply_mask(model: nn.Module, mask: Mask) -> Iterator[nn.Module]:
-    """Zero the masked-out weights in place for the body (generation, hooks); always restore."""
+    """Zero the masked-out weights in place for the body (generation, hooks); always restore.
+    A mask that leaves out some of a supported model's maskable weights (e.g. two layers of
+    three) applies to those it names only, with a warning: it is rarely what was meant."""
     mask.check_matches(model)
+    _warn_if_partial(model, mask)
     params = dict(model.named_parameters())
     saved = {name: params[name].detach().clone() for name in mask.tensors}
     try:
