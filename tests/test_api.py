@@ -248,6 +248,13 @@ def test_a_subnetwork_warns_on_another_checkpoint_of_the_same_shape(texts_and_to
         evaluate_subnetwork(other, found, tokenizer, held_out, seq_len=32)
     with pytest.raises(ValueError, match="trained on other weights"):
         evaluate_subnetwork(half, found, tokenizer, held_out, seq_len=32, strict=True)
+    with pytest.warns(UserWarning, match="trained on other weights"), found.apply(other):
+        pass
+    with (
+        pytest.raises(ValueError, match="trained on other weights"),
+        found.apply(other, strict=True),
+    ):
+        pass
 
 
 def test_the_version_is_written_once_and_the_package_is_typed():

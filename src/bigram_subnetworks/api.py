@@ -15,6 +15,7 @@ functions, stage by stage, with cached artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -22,7 +23,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from .architectures import maskable_parameters, spec_for
 from .bigrams import BigramCounts, BigramModel
 from .corpus import sequences_from_texts
 from .io import read_json, write_json, write_table
-from .masking import Mask
+from .masking import Mask, apply_mask
 from .progress import StepCallback, reporting
 from .runtime import working_model
 from .targets import BigramTarget, TeacherTarget
@@ -167,6 +168,14 @@ class Subnetwork:
             undecided_to_on=meta["undecided_to_on"],
             provenance=meta.get("provenance", {}),
         )  # fmt: skip
+
+    @contextlib.contextmanager
+    def apply(self, model: nn.Module, *, strict: bool = False) -> Iterator[nn.Module]:
+        """`masking.apply_mask` with this subnetwork's mask, after `check_model`: the masked-out
+        weights are zero for the body and restored after."""
+        self.check_model(model, strict=strict)
+        with apply_mask(model, self.mask):
+            yield model
 
     def check_model(self, model: nn.Module, *, strict: bool = False) -> None:
         """Warn (or with ``strict`` refuse) when ``model`` is not the one this subnetwork was
