@@ -43,7 +43,7 @@ from .masking import Mask, apply_mask
 from .progress import StepCallback, reporting
 from .runtime import working_model
 from .targets import BigramTarget, TeacherTarget
-from .training import MaskTrainingConfig, train_mask
+from .training import MaskTrainingConfig, is_converged, train_mask
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Subnetwork:
     def converged(self) -> bool:
         """Whether training ended by the paper's early-stop rule (`training.ENDINGS`): a mask
         that ran out of ``max_steps`` still has undecided weights and is not a final result."""
-        return self.ended in ("early_stop", "sentinel")
+        return is_converged(self.ended)
 
     def meta(self) -> dict[str, Any]:
         """meta.json: the keys of a workflow mask's (rule train_mask) and the provenance."""
@@ -396,7 +396,8 @@ def sweep_lambdas(
         size = _vocab_size(model, tokenizer, None)
         bigrams = BigramModel(BigramCounts.count(tokens, size))
         full = Mask.full({name: w.shape for name, w in maskable_parameters(model).items()})
-        evaluate = dict(tokenizer=tokenizer, texts=held_out, bigrams=bigrams, seq_len=seq_len,
+        held = _sequences(model, tokenizer, held_out, None, seq_len)  # tokenized once for all λ
+        evaluate = dict(tokenizer=tokenizer, tokens=held, bigrams=bigrams, seq_len=seq_len,
                         batch_size=batch_size, device=device, progress=progress)  # fmt: skip
         rows.append({"lam": -np.inf, "converged": True, "stable": True,
                      **evaluate_subnetwork(model, full, **evaluate)})  # fmt: skip

@@ -75,7 +75,7 @@ class TrainResult:
     @property
     def converged(self) -> bool:
         """Whether training ended by the early-stop rule (a sentinel needs no training)."""
-        return self.ended in ("early_stop", "sentinel")
+        return is_converged(self.ended)
 
     def summary(self) -> dict[str, Any]:
         """How training went, as meta.json and metrics.tsv record it (`outcome` is the spike
@@ -97,6 +97,19 @@ def load_result(mask_file: str | os.PathLike, history_file: str | os.PathLike, m
     )  # fmt: skip
 
 
+def early_stop_rule(on: float, undecided: float, cfg: MaskTrainingConfig) -> bool:
+    """The paper's early-stop rule (docs/method.md §4): undecided < early_stop_fraction × on,
+    or nothing undecided (an all-off mask would otherwise run to max_steps: 0 < 0.01·0 never
+    holds). Counts or fractions of the weights alike."""
+    return undecided < cfg.early_stop_fraction * on or undecided == 0
+
+
+def is_converged(ended: str) -> bool:
+    """Whether a mask that ended so (`ENDINGS`) is final: by the early-stop rule, or a sentinel,
+    which needs no training."""
+    return ended in ("early_stop", "sentinel")
+
+
 def ending(rows: Sequence[tuple], cfg: MaskTrainingConfig) -> tuple[str, float, float]:
     """How an attempt with these history rows ended (`ENDINGS`), and its last step's undecided
     weights as a fraction of all weights and of the weights on (inf when none is on but some
@@ -106,7 +119,7 @@ def ending(rows: Sequence[tuple], cfg: MaskTrainingConfig) -> tuple[str, float, 
     to_on = undecided / on if on > 0 else (0.0 if undecided == 0 else math.inf)
     if not math.isfinite(last["xent"]):
         return "non_finite", undecided, to_on
-    if undecided < cfg.early_stop_fraction * on or undecided == 0:
+    if early_stop_rule(on, undecided, cfg):
         return "early_stop", undecided, to_on
     return "max_steps", undecided, to_on
 
@@ -194,13 +207,12 @@ def _history_row(attempt, step, xent, penalty, cfg, on, undecided, numel, beta, 
 
 
 def _stopped(xent: float, on: int, undecided: int, step: int, attempt: int, cfg) -> bool:
-    """Whether an attempt ends after this step (logging why): a non-finite loss, or the
-    early-stop rule (undecided < 1% of kept, docs/method.md §4; also once nothing is undecided,
-    since an all-off mask would otherwise run to max_steps: 0 < 0.01·0 never holds)."""
+    """Whether an attempt ends after this step (logging why): a non-finite loss, or
+    `early_stop_rule`."""
     if not math.isfinite(xent):
         log.warning("attempt %d: non-finite loss at step %d, stopping it", attempt, step)
         return True
-    if undecided < cfg.early_stop_fraction * on or undecided == 0:
+    if early_stop_rule(on, undecided, cfg):
         log.info("attempt %d: early stop at step %d (%d undecided)", attempt, step, undecided)
         return True
     return False
