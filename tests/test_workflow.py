@@ -449,3 +449,79 @@ def test_a_workflow_mask_loads_as_a_library_subnetwork(test_run):
     )
     assert loaded.mask.n_kept == meta["n_kept"] and loaded.config.lam == meta["lam_value"]
     assert loaded.ended == meta["ended"] and loaded.steps == len(loaded.history)
+
+
+# Each optional analysis left out on its own (merged over .test/config.yaml): its jobs, tables
+# and figures drop out of the DAG and the rest still builds. Optimal masks go with the overlap
+# pairs that compare them.
+LEFT_OUT = {
+    "overlap": ("overlap: {pairs: []}", ["overlap", "collect_overlap"]),
+    "ablation": ("ablation: {runs: []}", ["ablation", "collect_ablation"]),
+    "residual_stream": ("residual_stream: {runs: []}", ["lens", "collect_lens"]),
+    "dynamics": ("bigram_masks: {intermediate: []}", ["summarize_dynamics"]),
+    "optimal_masks": (
+        "optimal_masks: {models: [], final: [], size_matched: {bigram: []}}\noverlap: {pairs: []}",
+        ["match_mask_size", "overlap"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def test_config_jobs(tmp_path_factory):
+    """The job counts of .test/config.yaml's whole DAG."""
+    configs = ("--configfile", ROOT / ".test/config.yaml")
+    workdir = tmp_path_factory.mktemp("dag")
+    return job_counts(snakemake("-n", "--forceall", *configs, "--directory", workdir).stdout)
+
+
+@pytest.mark.parametrize("analysis", LEFT_OUT)
+def test_each_optional_analysis_can_be_left_out(analysis, test_config_jobs, tmp_path):
+    override, jobs = LEFT_OUT[analysis]
+    (tmp_path / "left_out.yaml").write_text(override + "\n")
+    configs = ("--configfile", ROOT / ".test/config.yaml", tmp_path / "left_out.yaml")
+    output = snakemake("-n", "--forceall", *configs, "--directory", tmp_path).stdout
+    counts = job_counts(output)
+    assert counts["all"] == 1 and counts["evaluate_mask"] > 0
+    assert all(counts[job] == 0 for job in jobs), counts
+    full = test_config_jobs
+    assert all(full[job] > 0 for job in jobs)  # the default test config does run them
+    if analysis == "optimal_masks":
+        assert counts["train_mask"] == full["train_mask"] - 2  # optimal λ 0.1 for 2 seeds
+    figures = {"overlap", "ablation", "lens", "covariance", "dynamics"} & set(
+        re.findall(r"results/figures/(\w+)\.png", output)
+    )
+    expected = {
+        "overlap": {"ablation", "lens", "covariance", "dynamics"},
+        "ablation": {"overlap", "lens", "covariance", "dynamics"},
+        "residual_stream": {"overlap", "ablation", "dynamics"},
+        "dynamics": {"overlap", "ablation", "lens", "covariance"},
+        "optimal_masks": {"ablation", "lens", "covariance", "dynamics"},
+    }
+    assert figures == expected[analysis]
+
+
+def test_a_run_with_every_optional_analysis_left_out_completes_and_says_so(tmp_path):
+    (tmp_path / "lean.yaml").write_text(
+        "models: [{name: neox-test, arch: gpt_neox, tokenizer: bpe512, pretrain: {hidden_size: 32,"
+        " num_layers: 2, num_heads: 2, intermediate_size: 64, max_positions: 64, steps: 20,"
+        " batch_size: 16, learning_rate: 3.0e-3, warmup_steps: 5, weight_decay: 0.1,"
+        " eval_every: 20, eval_sequences: 64, checkpoints: [20], seed: 0, log_every: 10}}]\n"
+        "bigram_masks: {final: ['1'], intermediate: []}\n"
+        "optimal_masks: {models: [], final: [], size_matched: {bigram: []}}\n"
+        "mask_training: {max_steps: 10, attempts: 1, seeds: [0]}\n"
+        "overlap: {pairs: []}\nablation: {runs: []}\nresidual_stream: {runs: []}\n"
+    )
+    args = ("--configfile", ROOT / ".test/config.yaml", tmp_path / "lean.yaml")
+    args += ("--directory", tmp_path)
+    snakemake("--cores", "2", *args)
+    tables = {path.stem for path in (tmp_path / "results/tables").glob("*.tsv")}
+    assert {"metrics", "metrics_summary", "layers", "references", "training_curves"} <= tables
+    assert not tables & {"overlap", "ablation", "lens", "dynamics", "parity"}
+    figures = {path.stem for path in (tmp_path / "results/figures").glob("*.png")}
+    assert figures == {"r_vs_size", "kept_by_layer", "training_curves", "pretraining"}
+    snakemake("--report", tmp_path / "report.html", *args)
+    html = (tmp_path / "report.html").read_text()
+    assert _in_report("Not run", html)
+    for what in ("overlap (", "ablation (", "residual-stream analyses (", "training dynamics ("):
+        assert _in_report(what, html), what
+    assert "Every analysis ran" not in html

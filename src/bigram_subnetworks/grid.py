@@ -213,6 +213,20 @@ class Grid:
         run = next(r for r in runs if (r.model, r.lam) == (model, lam))
         return released_source(run, self.models[model])
 
+    def analyses(self) -> dict[str, bool]:
+        """Whether each optional analysis has anything to run. A section left empty (no overlap
+        pairs, ablation runs, residual-stream runs or released masks; no optimal masks; no mask
+        below the final checkpoint) drops its jobs, tables and figures, and the report says so."""
+        final = {model: self.final_revision(model) for model in self.models}
+        return {
+            "optimal_masks": any(job.target == "optimal" for job in self.mask_jobs()),
+            "dynamics": any(job.revision != final[job.model] for job in self.mask_jobs()),
+            "overlap": bool(self.config.overlap.pairs),
+            "ablation": bool(self.config.ablation.runs),
+            "residual_stream": bool(self.config.residual_stream.runs),
+            "released_masks": bool(self.config.released_masks.runs),
+        }
+
     def size_matching(self) -> dict[str, Any]:
         """Search settings of the size-matched optimal subnetworks."""
         return asdict(self.config.optimal_masks.size_matched)

@@ -19,6 +19,7 @@ if CONFIG.huggingface.home:
     os.environ.update(HF_HOME=os.path.abspath(CONFIG.huggingface.home))
 MASK_JOBS = GRID.mask_jobs()
 PRETRAINED = GRID.pretrained_models()
+ANALYSES = GRID.analyses()  # which optional analyses have anything to run
 # Configured λ labels and the sentinels: everything `train_mask` makes (not size-matched ones).
 TRAINED_LABELS = "|".join(map(re.escape, [*GRID.lambdas, *SENTINELS]))
 

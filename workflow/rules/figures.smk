@@ -12,6 +12,16 @@ FIGURE_TABLES = {
     "covariance": rules.collect_lens.output.covariance,
     "dynamics": rules.summarize_dynamics.output.table,
 }
+# The figures of an analysis a config leaves out (`Grid.analyses`) are not drawn.
+FIGURES_OF = {
+    "overlap": ["overlap"],
+    "ablation": ["ablation", "ablation_dose_response"],
+    "residual_stream": ["lens", "covariance"],
+    "dynamics": ["dynamics"],
+}
+for analysis, figures in FIGURES_OF.items():
+    for figure in figures if not ANALYSES[analysis] else []:
+        del FIGURE_TABLES[figure]
 if not PRETRAINED:  # hub models only: no pretraining curves to draw
     del FIGURE_TABLES["pretraining"]
 
@@ -52,8 +62,8 @@ rule tables_all:
         rules.collect_metrics.output,
         rules.collect_histories.output,
         rules.summarize_pretraining.output if PRETRAINED else [],
-        rules.collect_overlap.output,
-        rules.collect_ablation.output,
-        rules.collect_lens.output,
-        rules.summarize_dynamics.output,
-        rules.collect_parity.output if GRID.released_runs() else [],
+        rules.collect_overlap.output if ANALYSES["overlap"] else [],
+        rules.collect_ablation.output if ANALYSES["ablation"] else [],
+        rules.collect_lens.output if ANALYSES["residual_stream"] else [],
+        rules.summarize_dynamics.output if ANALYSES["dynamics"] else [],
+        rules.collect_parity.output if ANALYSES["released_masks"] else [],
