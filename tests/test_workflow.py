@@ -380,6 +380,37 @@ def test_a_library_edit_reruns_exactly_the_jobs_that_run_it(test_run, tmp_path):
     assert "Rules with provenance triggered jobs: overlap" in edited.stdout
 
 
+def test_a_docstring_edit_or_a_new_run_reruns_no_existing_job(test_run, tmp_path):
+    """Reruns follow behaviour: a docstring and a comment edited in a module every rule imports
+    leave nothing to do; a new residual-stream run adds its own jobs and reruns no existing
+    lens job (each job's params hold only what it uses)."""
+    workdir, _ = test_run
+    checkout, copy = tmp_path / "checkout", tmp_path / "run"
+    skip = (".git", ".venv", ".snakemake", "results", "resources", "logs", "*.egg-info")
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(*skip, "__pycache__"))
+    _copy_run(workdir, copy)
+    for module in ("architectures.py", "io.py"):
+        library = checkout / "src/bigram_subnetworks" / module
+        text = library.read_text()
+        start = text.index('"""') + 3
+        edited = text[:start] + "An edited docstring. " + text[start:]
+        library.write_text(edited.replace("\n\n\n", "\n\n\n# A new comment.\n", 1))
+    command = (
+        BIN / "snakemake", "--snakefile", checkout / "Snakefile", "-n",
+        "--configfile", checkout / ".test/config.yaml", "--directory", copy,
+    )  # fmt: skip
+    unchanged = run(*command)
+    assert "Nothing to be done" in unchanged.stdout + unchanged.stderr, unchanged.stdout
+    more = tmp_path / "more_runs.yaml"
+    more.write_text(
+        "residual_stream:\n  runs: [{model: llama-test, lam: '1'}, {model: neox-test, lam: '1'}]\n"
+    )
+    added = run(*command, more)
+    # The new run's lens jobs (2 seeds), the table that gathers them and its two figures.
+    assert job_counts(added.stdout) == {"lens": 2, "collect_lens": 1, "plot": 2, "all": 1}
+    assert "lens/neox-test" in added.stdout and "lens/llama-test" not in added.stdout
+
+
 REPORT_TABLES = (
     "metrics_summary",
     "layers",

@@ -3,7 +3,9 @@ to a library function reruns exactly the jobs whose scripts import it (Snakemake
 whose parameters changed; it does not look inside installed packages by itself).
 
 The modules are found by reading the script's and the library's imports (`ast`), never by
-importing them: the Snakefile computes these hashes on every invocation, cheaply.
+importing them: the Snakefile computes these hashes on every invocation, cheaply. What is hashed
+is each module's syntax tree without docstrings and comments, so a documentation or formatting
+edit reruns nothing; a change to what the code does reruns exactly the jobs that run it.
 """
 
 from __future__ import annotations
@@ -59,9 +61,24 @@ def library_modules(script: str | Path) -> list[str]:
     return sorted(modules)
 
 
+def behaviour(source: str) -> str:
+    """What of a module's source decides what it does: its syntax tree without docstrings,
+    comments, formatting or line numbers (`ast.dump` of the parsed tree). An edit to a
+    docstring, a comment or the layout leaves it unchanged, so it reruns nothing."""
+    tree = ast.parse(source)
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    for node in ast.walk(tree):
+        first = node.body[0] if isinstance(node, documented) and node.body else None
+        value = first.value if isinstance(first, ast.Expr) else None
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
 def code_hash(script: str | Path) -> str:
-    """sha256 (16 hex digits) of the sources of `library_modules(script)`."""
+    """sha256 (16 hex digits) of the behaviour (`behaviour`) of `library_modules(script)`."""
     digest = hashlib.sha256()
     for name in library_modules(script):
-        digest.update(name.encode() + b"\0" + (SOURCE / f"{name}.py").read_bytes() + b"\0")
+        text = behaviour((SOURCE / f"{name}.py").read_text(encoding="utf-8"))
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     return digest.hexdigest()[:16]

@@ -24,10 +24,8 @@ rule ablation:
         runtime=model_resource("runtime", 60),
         gpu=model_gpu,
     params:
+        **section("ablation", "generation", "dose_response", "eval_sequences"),
         model_dir=model_dir,
-        generation=section("ablation")["generation"],
-        dose_response=section("ablation")["dose_response"],
-        eval_sequences=section("ablation")["eval_sequences"],
         evaluation=model_evaluation,
         control_seed=control_seed("ablation"),
         code=library_code("ablation"),

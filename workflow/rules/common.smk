@@ -63,9 +63,20 @@ def model_checkpoints(wildcards):
     return rules.pretrain.output.checkpoints.format(model=wildcards.model)
 
 
-def section(name):
-    """A config section as the plain mapping a script reads."""
-    return asdict(getattr(CONFIG, name))
+def section(name, *fields):
+    """A config section as the plain mapping a script reads; with ``fields``, only those: a
+    job's params hold only what it uses, so adding a run (a new entry of the section's `runs`)
+    reruns no existing job."""
+    settings = asdict(getattr(CONFIG, name))
+    return {field: settings[field] for field in fields} if fields else settings
+
+
+def corpus_settings():
+    """The corpus section's settings of its configured text source only: the source's text,
+    not how it is cut into sequences (the tokenize rule's), decides the corpus."""
+    corpus = section("corpus")
+    own = {"local": "local_paths"}.get(corpus["source"], corpus["source"])
+    return {"source": corpus["source"], **({own: corpus[own]} if own in corpus else {})}
 
 
 def model_dir(wildcards):

@@ -37,7 +37,7 @@ rule corpus:
     resources:
         mem_mb=4000,
     params:
-        corpus=section("corpus"),
+        corpus=corpus_settings(),
         code=library_code("corpus"),
     script:
         "../scripts/corpus.py"

@@ -25,7 +25,9 @@ rule lens:
         gpu=model_gpu,
     params:
         model_dir=model_dir,
-        settings=section("residual_stream"),
+        settings=section(
+            "residual_stream", "eval_sequences", "batch_size", "ridge_alpha", "max_tokens"
+        ),
         control_seed=control_seed("residual_stream"),
         code=library_code("lens"),
     script:
