@@ -10,16 +10,15 @@ import torch
 
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.masking import Mask
+from bigram_subnetworks.size_matching import SEARCH_COLUMNS, match_size
 from bigram_subnetworks.targets import BigramTarget, TeacherTarget
 from bigram_subnetworks.training import (
     HISTORY_COLUMNS,
-    SEARCH_COLUMNS,
     MaskTrainingConfig,
     TrainResult,
     ending,
     fit_mask,
     is_stable,
-    match_size,
     train_mask,
 )
 

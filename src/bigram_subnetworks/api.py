@@ -38,12 +38,12 @@ from .ablation import max_positions
 from .architectures import maskable_parameters, spec_for
 from .bigrams import BigramCounts, BigramModel
 from .corpus import sequences_from_texts
-from .io import read_json, write_json, write_table
+from .io import read_json, read_table, write_json, write_table
 from .masking import Mask, apply_mask
 from .progress import StepCallback, reporting
 from .runtime import working_model
 from .targets import BigramTarget, TeacherTarget
-from .training import MaskTrainingConfig, is_converged, train_mask
+from .training import MaskTrainingConfig, TrainResult, is_converged, train_mask
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,31 @@ class Subnetwork:
             "bigram_subnetworks": __version__,
         }  # fmt: skip
 
+    @classmethod
+    def from_result(
+        cls, result: TrainResult, config: MaskTrainingConfig, target: str,
+        provenance: dict[str, Any], bigrams: BigramModel | None = None,
+    ) -> Subnetwork:  # fmt: skip
+        """The subnetwork a training run (`training.train_mask`) found in a model
+        (``provenance``: its `model_fingerprint`, taken before training)."""
+        return cls(result.mask, result.history, config, target, result.attempt, result.steps,
+                   result.stable, result.reason, bigrams, result.ended,
+                   result.undecided_fraction, result.undecided_to_on, provenance)  # fmt: skip
+
+    def write_files(
+        self, mask: str | os.PathLike, history: str | os.PathLike, meta: str | os.PathLike,
+        **extra: Any,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The one on-disk format of a subnetwork, written by `save` and by the workflow's mask
+        rules: the mask (its meta.json also in the safetensors header), the training history and
+        meta.json (`meta`, after ``extra``: the workflow's rule, wildcards and versions). Each
+        file is written atomically. Returns the meta written."""
+        written = {**extra, **self.meta()}
+        self.mask.save(mask, meta=written)
+        write_table(self.history, history)
+        write_json(written, meta)
+        return written
+
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
         """mask.safetensors, history.tsv, meta.json (and bigrams.npz) in ``directory``, written
         whole or not at all: into a new directory beside it, then renamed into place, so an
@@ -133,12 +158,9 @@ class Subnetwork:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
-            meta = self.meta()
-            self.mask.save(staging / MASK_FILE, meta=meta)
-            write_table(self.history, staging / HISTORY_FILE)
             if self.bigrams is not None:
                 self.bigrams.counts.save(staging / BIGRAMS_FILE)
-            write_json(meta, staging / META_FILE)
+            self.write_files(staging / MASK_FILE, staging / HISTORY_FILE, staging / META_FILE)
             if directory.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
                 os.replace(directory, old / directory.name)
@@ -160,7 +182,7 @@ class Subnetwork:
             bigrams = BigramModel(BigramCounts.load(directory / BIGRAMS_FILE))
         return cls(
             mask=Mask.load(directory / MASK_FILE),
-            history=pd.read_csv(directory / HISTORY_FILE, sep="\t"),
+            history=read_table(directory / HISTORY_FILE),
             config=MaskTrainingConfig(**meta["training"]), target=meta["target"],
             attempt=meta["attempt"], steps=meta["steps"], stable=meta["stable"],
             reason=meta["outcome"], bigrams=bigrams, ended=meta["ended"],
@@ -251,10 +273,7 @@ def _train(model, tokenizer, target, target_name, tokens, lam, device, on_step, 
     provenance = model_fingerprint(model, tokenizer)
     result = train_mask(model, target, tokens, config, device, on_step=on_step)
     bigrams = target.bigrams if isinstance(target, BigramTarget) else None
-    return Subnetwork(result.mask, result.history, config, target_name, result.attempt,
-                      result.steps, result.stable, result.reason, bigrams, result.ended,
-                      result.undecided_fraction, result.undecided_to_on,
-                      provenance)  # fmt: skip
+    return Subnetwork.from_result(result, config, target_name, provenance, bigrams)
 
 
 def find_bigram_subnetwork(

@@ -41,6 +41,16 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
         table.to_csv(tmp, sep="\t", index=False)
 
 
+# λ labels ("1", "0.1", "match-1", "full") are names, never numbers.
+LABEL_COLUMNS = {"lam": str, "bigram_lam": str, "optimal_lam": str}
+
+
+def read_table(path: str | os.PathLike, **options: Any) -> pd.DataFrame:
+    """A tidy TSV as written by `write_table`, its λ-label columns as text (``options``: more
+    `pandas.read_csv` options)."""
+    return pd.read_csv(path, sep="\t", dtype=LABEL_COLUMNS, **options)
+
+
 def load_model(directory: str | os.PathLike, device: str | None = None):
     """A causal LM saved with `save_pretrained`, in eval mode; never runs code from the hub."""
     from pickle import UnpicklingError

@@ -17,3 +17,14 @@ def setup(path: str, level: int = logging.INFO) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+
+
+def start(job, threads: bool = True) -> None:
+    """What every workflow script does first: its logging to the job's log file (`setup`) and,
+    for a job that runs a model, torch's intra-op threads set to the rule's ``threads``, so jobs
+    side by side do not oversubscribe the cores."""
+    setup(job.log[0])
+    if threads:
+        import torch
+
+        torch.set_num_threads(job.threads)

@@ -12,6 +12,7 @@ rule ablation:
         ablation=f"{paths.ABLATION}/ablation.tsv",
         dose_response=f"{paths.ABLATION}/dose_response.tsv",
         generations=f"{paths.ABLATION}/generations.tsv",
+        meta=f"{paths.ABLATION}/meta.json",
     log:
         f"logs/ablation/{paths.MASK_KEY}.log",
     benchmark:

@@ -31,6 +31,7 @@ rule train_mask:
         code=library_code("train_mask"),
         # Not an output: Snakemake removes the outputs of a killed job, the snapshots must stay.
         resume_dir=f"{paths.RESUME}/train_mask/{paths.MASK_KEY}",
+        resume_every=CONFIG.resume.mask_every,
     script:
         "../scripts/train_mask.py"
 

@@ -10,6 +10,7 @@ rule overlap:
     output:
         summary=f"{paths.OVERLAP}/overlap.json",
         blocks=f"{paths.OVERLAP}/blocks.tsv",
+        meta=f"{paths.OVERLAP}/meta.json",
     log:
         f"logs/overlap/{paths.OVERLAP_KEY}.log",
     benchmark:

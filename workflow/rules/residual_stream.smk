@@ -12,6 +12,7 @@ rule lens:
     output:
         lens=f"{paths.LENS}/lens.tsv",
         covariance=f"{paths.LENS}/covariance.tsv",
+        meta=f"{paths.LENS}/meta.json",
     log:
         f"logs/lens/{paths.LENS_KEY}.log",
     benchmark:

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from bigram_subnetworks import corpus, io, logs, references
 from bigram_subnetworks.bigrams import BigramCounts
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 counts = BigramCounts.load(snakemake.input.counts)
 train = corpus.load_tokens(snakemake.input.train, vocab_size=counts.vocab_size)
 tokens = corpus.load_tokens(snakemake.input.eval, vocab_size=counts.vocab_size)

@@ -8,9 +8,9 @@ import pandas as pd
 
 from bigram_subnetworks import io, logs, tables
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 archs, revisions = snakemake.params.archs, snakemake.params.revisions
-read = partial(pd.read_csv, sep="\t", dtype={"lam": str}, keep_default_na=False)
+read = partial(io.read_table, keep_default_na=False)  # generated text may read "NA"
 ablation = tables.tidy(pd.concat(map(read, snakemake.input.ablations)), archs, revisions=revisions)
 keys = ["model", "arch", "revision", "checkpoint", "step", "target", "lam", "condition"]
 values = ["n_kept", "mean_surprisal_bits", "std_surprisal_bits"]

@@ -1,15 +1,13 @@
 """Gather the residual-stream analyses into tidy tables (per seed, and mean with 95% CI across
 seeds for the per-layer lens metrics)."""
 
-from functools import partial
-
 import pandas as pd
 
 from bigram_subnetworks import io, logs, tables
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 archs, revisions = snakemake.params.archs, snakemake.params.revisions
-read = partial(pd.read_csv, sep="\t", dtype={"lam": str})
+read = io.read_table
 lens = tables.tidy(pd.concat(map(read, snakemake.input.lens)), archs, revisions=revisions)
 keys = ["model", "arch", "revision", "checkpoint", "step", "lam", "condition", "layer"]
 values = [c for c in lens.select_dtypes("number").columns if c not in [*keys, "seed"]]

@@ -2,13 +2,11 @@
 95% confidence interval of every metric across seeds, and every bigram r beside the references
 it is read against (its tokenizer's table's, the full and the context-free model's)."""
 
-import pandas as pd
-
 from bigram_subnetworks import io, logs, tables
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 metrics = [io.read_json(path) for path in snakemake.input.metrics]
-layers = [pd.read_csv(path, sep="\t", dtype={"lam": str}) for path in snakemake.input.layers]
+layers = [io.read_table(path) for path in snakemake.input.layers]
 found = [io.read_json(path) for path in snakemake.input.references]
 references = {entry["tokenizer"]: entry["correlations"] for entry in found}
 context_free = [io.read_json(path) for path in snakemake.input.context_free]

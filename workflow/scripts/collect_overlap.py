@@ -6,7 +6,7 @@ import pandas as pd
 
 from bigram_subnetworks import io, logs, tables
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 archs, revisions = snakemake.params.archs, snakemake.params.revisions
 labels = {"bigram_lam": str, "optimal_lam": str}
 rows = [row for path in snakemake.input.summaries for row in io.read_json(path)["pairs"]]
@@ -15,7 +15,7 @@ keys = ["model", "arch", "revision", "checkpoint", "step", "bigram_lam", "optima
 keys.append("null_model")
 values = [c for c in overlap.select_dtypes("number").columns if c not in [*keys, "seed"]]
 summary = tables.summarize_seeds(overlap, keys, values)
-blocks = [pd.read_csv(path, sep="\t", dtype=labels) for path in snakemake.input.blocks]
+blocks = [io.read_table(path) for path in snakemake.input.blocks]
 blocks = tables.tidy(pd.concat(blocks, ignore_index=True), archs, ["pair"], revisions)
 io.write_table(overlap, snakemake.output.overlap)
 io.write_table(summary, snakemake.output.summary)

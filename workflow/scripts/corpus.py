@@ -3,7 +3,7 @@ provenance (for the offline English corpus, each source's package, sha256, licen
 
 from bigram_subnetworks import corpus, io, logs
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 # The offline English corpus's package files, by artifact (none for the other sources).
 artifacts = dict(snakemake.input.items())
 documents, provenance = corpus.corpus_from_config(snakemake.params.corpus, artifacts)

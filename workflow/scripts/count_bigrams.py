@@ -4,7 +4,7 @@ larger budget than the mask-training subset (both sizes recorded)."""
 from bigram_subnetworks import corpus, io, logs, tokenizer
 from bigram_subnetworks.bigrams import BigramCounts
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 vocab_size = len(tokenizer.load_tokenizer(snakemake.input.tokenizer))
 tokens = corpus.load_tokens(snakemake.input.tokens, vocab_size=vocab_size)
 counts = BigramCounts.count(tokens, vocab_size, threads=snakemake.threads)

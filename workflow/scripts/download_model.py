@@ -3,7 +3,7 @@ GGUF file is dequantized into the same layout. The checkpoint must be of the con
 
 from bigram_subnetworks import hub, io, logs
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 w = snakemake.wildcards
 source = hub.resolve_source(snakemake.params.hub)
 gguf_file = snakemake.params.hub.get("gguf_file")

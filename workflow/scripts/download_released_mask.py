@@ -5,7 +5,7 @@ import shutil
 from bigram_subnetworks import logs, released
 from bigram_subnetworks.atomic import atomic_path
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 path = released.fetch_released(**snakemake.params.source)
 with atomic_path(snakemake.output.pickle) as tmp:
     shutil.copyfile(path, tmp)

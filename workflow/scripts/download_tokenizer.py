@@ -2,6 +2,6 @@
 
 from bigram_subnetworks import hub, logs
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 source = snakemake.params.hub
 hub.snapshot_tokenizer(source["id"], source["revision"], snakemake.output.tokenizer)

@@ -3,5 +3,5 @@
 
 from bigram_subnetworks import english, logs
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 english.fetch_artifact(snakemake.params.key, snakemake.output.artifact)

@@ -2,7 +2,7 @@
 
 from bigram_subnetworks import io, logs, released
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 model = io.load_model(snakemake.params.model_dir, device="cpu")
 mask = released.load_released_mask(snakemake.input.pickle, model)
 meta = io.provenance(

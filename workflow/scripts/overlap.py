@@ -2,11 +2,10 @@
 magnitude mask of the optimal one's size (the control), each with its permutation null and the
 per-layer, per-block breakdown."""
 
-from bigram_subnetworks import architectures, io, logs, overlap
+from bigram_subnetworks import architectures, io, jobs, logs, overlap
 from bigram_subnetworks.masking import Mask
 
-logs.setup(snakemake.log[0])
-w = snakemake.wildcards
+logs.start(snakemake, threads=False)  # the null's threads are its own (`threads=`)
 model_dir = snakemake.params.model_dir
 bigram, optimal = Mask.load(snakemake.input.bigram), Mask.load(snakemake.input.optimal)
 weights = architectures.maskable_parameters(io.load_model(model_dir, device="cpu"))
@@ -16,6 +15,7 @@ blocks = architectures.checkpoint_unit_blocks(model_dir, bigram.shapes)
 summaries, breakdown = overlap.overlap_with_control(
     bigram, optimal, control, blocks, **snakemake.params.null, threads=snakemake.threads
 )
-identity = {**w, "seed": int(w.seed)}
+identity = {**snakemake.wildcards, "seed": int(snakemake.wildcards.seed)}
 io.write_json({"pairs": [{**identity, **s} for s in summaries]}, snakemake.output.summary)
 io.write_table(breakdown.assign(**identity), snakemake.output.blocks)
+jobs.write_provenance(snakemake, snakemake.output.meta)

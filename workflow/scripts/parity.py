@@ -3,7 +3,7 @@
 from bigram_subnetworks import architectures, io, logs, parity
 from bigram_subnetworks.masking import Mask
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 ours, theirs = Mask.load(snakemake.input.ours), Mask.load(snakemake.input.theirs)
 blocks = architectures.checkpoint_unit_blocks(snakemake.params.model_dir, ours.shapes)
 row = parity.parity_row(ours, theirs, blocks, **snakemake.params.null, threads=snakemake.threads)

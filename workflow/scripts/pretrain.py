@@ -1,11 +1,8 @@
 """Pretrain one tiny model from scratch, saving every configured checkpoint with its tokenizer."""
 
-import torch
-
 from bigram_subnetworks import corpus, io, logs, pretrain, tokenizer
 
-logs.setup(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+logs.start(snakemake)
 shape, cfg = pretrain.configs_from_dict(snakemake.params.arch, snakemake.params.pretrain)
 tok = tokenizer.load_tokenizer(snakemake.input.tokenizer)
 train = corpus.load_tokens(snakemake.input.train, vocab_size=len(tok))

@@ -7,7 +7,7 @@ import pandas as pd
 from bigram_subnetworks import corpus, io, logs
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 tables = []
 for model, history, tokens, counts in zip(
     snakemake.params.models,
@@ -19,7 +19,7 @@ for model, history, tokens, counts in zip(
     bigrams = BigramModel(BigramCounts.load(counts))
     sequences = corpus.load_tokens(tokens)[: snakemake.params.eval_sequences[model]]
     baselines = bigrams.baselines(sequences)
-    table = pd.read_csv(history, sep="\t").assign(model=model, **baselines)
+    table = io.read_table(history).assign(model=model, **baselines)
     tables.append(table.assign(beats_bigram=table["eval_loss"] < table["bigram_loss"]))
     final = table.iloc[-1]
     logging.info("%s: final eval loss %.3f, smoothed bigram %.3f, unigram %.3f", model,

@@ -3,7 +3,7 @@ bigram counts), the mask-training subset, the residual-stream fit set held out f
 
 from bigram_subnetworks import corpus, io, logs, tokenizer
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 params = snakemake.params
 tok = tokenizer.load_tokenizer(snakemake.input.tokenizer)
 documents = corpus.read_documents(snakemake.input.documents)

@@ -2,7 +2,7 @@
 
 from bigram_subnetworks import corpus, logs, tokenizer
 
-logs.setup(snakemake.log[0])
+logs.start(snakemake, threads=False)
 documents = corpus.read_documents(snakemake.input.documents)
 trained = tokenizer.train_bpe(documents, vocab_size=snakemake.params.vocab_size)
 tokenizer.save_tokenizer(trained, snakemake.output.tokenizer)
