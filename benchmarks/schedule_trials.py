@@ -6,7 +6,8 @@ One trial trains one bigram (or optimal) subnetwork of a model the workflow has 
 it on the eval split, and appends one row to ``--out`` (TSV): the settings, how training ended
 (`training.ENDINGS`, the final undecided share), the stability verdict, size, bigram r and
 wall time, with the host. The step-by-step history goes beside it (``<out stem>-<name>.tsv``).
-docs/method.md §4 records every trial run for configs/smollm2.yaml.
+docs/schedule-trials.md (linked from docs/method.md §4) records every trial run for
+configs/smollm2.yaml.
 
     python benchmarks/schedule_trials.py --name lr1e-3-g1.02 --lam 100 \\
         --learning-rate 1e-3 --beta-growth 1.02 --max-steps 600 --batch-size 8

@@ -317,8 +317,8 @@ def test_load_tokens_rejects_bad_files(tmp_path):
 
 
 def test_training_split_serves_bigrams_masks_and_the_lens_fit_apart():
-    """The bigram counts see every training sequence, the residual-stream fit set is the tail
-    and mask training never sees it (docs/method.md §1, §7: separate files in the authors' code)."""
+    """The bigram counts see every training sequence, the residual-stream fit set is the tail and
+    mask training never sees it (docs/method.md §1, §10: separate files in the authors' code)."""
     from bigram_subnetworks.corpus import split_training
 
     train = np.arange(100 * 4).reshape(100, 4)

@@ -1,6 +1,6 @@
 """Tests of the method itself, each built to fail on a specific wrong implementation: training
 steps against the authors' stack (NeuroSurgeon's continuous sparsification, docs/method.md
-§4), padded vocabularies end to end, Pearson r of models whose answer is known (§6), and the
+§3), padded vocabularies end to end, Pearson r of models whose answer is known (§6), and the
 spike and early-stop rules on crafted curves (§4)."""
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ def test_padded_vocabulary_in_the_lens(random_tokens):
     assert table.loc[0, "in_recall1"] == pytest.approx(recall1, abs=1 / acts.n_tokens)
 
 
-# --- c. r of models whose answer is known (§5) -----------------------------------------------
+# --- c. r of models whose answer is known (§6) -----------------------------------------------
 
 OFFSETS = 0.6 ** np.arange(VOCAB) / np.sum(0.6 ** np.arange(VOCAB))
 
@@ -449,7 +449,7 @@ def test_a_nan_surprisal_makes_r_nan_and_is_logged(caplog):
         assert any("1 of 200 tokens" in m and "NaN" in m for m in caplog.messages)
 
 
-# --- d. the spike and early-stop rules (§3) ----------------------------------------------------
+# --- d. the spike and early-stop rules (§4) ----------------------------------------------------
 
 SPIKE = {"window": 10, "absolute": 0.25, "relative": 1.25, "recovery_steps": 100}
 

@@ -3,7 +3,7 @@
 An entry says which weights of every transformer block are maskable and how each splits into
 labelled blocks (attention q, k, v, o per head; MLP gate, in/up, out/down), how the weights are
 stored (``nn.Linear`` keeps (out, in), GPT-2's ``Conv1D`` (in, out)), where the blocks and the
-final norm live (the residual-stream hooks, docs/method.md §7) and how to build a fresh model of
+final norm live (the residual-stream hooks, docs/method.md §10) and how to build a fresh model of
 the family for pretraining here. Everything else (labels, the overlap null's unit blocks,
 kept-by-layer tables, ablations, the lens, figures) reads these entries and never branches on a
 family's name.
@@ -538,7 +538,7 @@ def iter_blocks(model: nn.Module) -> Iterator[tuple[str, BlockSlice]]:
 
 @dataclass(frozen=True)
 class UnitBlock:
-    """One weight block (docs/method.md §6) seen as a matrix whose rows are output units.
+    """One weight block (docs/method.md §8) seen as a matrix whose rows are output units.
 
     ``view(t)`` is ``t[rows][:, cols]`` with the listed slices concatenated in order, transposed
     when the weight is stored as (in, out) (GPT-2 Conv1D): a [units, inputs] matrix. Heads, where a

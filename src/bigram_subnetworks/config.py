@@ -616,7 +616,7 @@ def released_source(run: ReleasedRun, model: Model) -> dict[str, str]:
         return {"repo_id": run.repo, "filename": run.filename}
     if model.hub is None or model.hub.id is None:
         raise ValueError(f"{model.name!r} is not a hub model; give repo and filename")
-    from .released import released_file  # imports torch: only for configs that need it
+    from .released import released_file  # a lower tier (docs/architecture.md): imported here
 
     repo_id, filename = released_file(model.hub.id, run.lam)
     return {"repo_id": run.repo or repo_id, "filename": run.filename or filename}

@@ -541,7 +541,7 @@ def split_training(
     lens_sequences: int,
     bigram_sequences: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The training split's three uses, as the authors' files (docs/method.md §1, §7):
+    """The training split's three uses, as the authors' files (docs/method.md §1, §10):
 
     - ``bigrams``: the first ``bigram_sequences`` sequences (None: every one), what the bigram
       table is counted on (their `fortrain` file, larger than the mask-training subset);

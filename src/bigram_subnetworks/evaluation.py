@@ -136,7 +136,7 @@ def run_model(
 
 
 def _clip_inf(values: np.ndarray) -> np.ndarray:
-    """±inf → the largest finite value (the "clip-inf" variant, §5). NaN stays NaN: it is a
+    """±inf → the largest finite value (the "clip-inf" variant, §6). NaN stays NaN: it is a
     numerically broken model, not an infinitely surprised one, and must not become a number."""
     finite = values[np.isfinite(values)]
     top = finite.max() if finite.size else 0.0
@@ -236,7 +236,7 @@ def bigram_correlations(
     model_bits: np.ndarray, bigram_bits: np.ndarray, n_blocks: int = NOISE_BLOCKS
 ) -> dict[str, float]:
     """Pearson r and Spearman rho of subnetwork vs bigram surprisal, clip-inf and drop-inf
-    variants (§5), each with its standard error over ``n_blocks`` blocks of eval sequences
+    variants (§6), each with its standard error over ``n_blocks`` blocks of eval sequences
     (rows of a [sequences, positions] array; tokens of a 1-D one), and the share of tokens
     with an infinite bigram surprisal.
 

@@ -213,7 +213,7 @@ class ContinuousSparsification(nn.Module):
 
     @torch.no_grad()
     def decision_counts(self, low: float = 0.1, high: float = 0.9) -> tuple[int, int]:
-        """(on, undecided): soft mask > high, and low ≤ soft ≤ high (early-stop rule, §3).
+        """(on, undecided): soft mask > high, and low ≤ soft ≤ high (early-stop rule, §4).
 
         σ is monotonic, so σ(βs) > high ⟺ s > logit(high)/β: the scores are compared with two
         thresholds instead of evaluating the sigmoid again.

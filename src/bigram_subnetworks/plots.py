@@ -91,7 +91,7 @@ def _reference_lines(ax, rows: pd.DataFrame, column: str, color: str, model: str
 
 def r_vs_size(summary: pd.DataFrame, column: str = "r_drop_inf") -> Figure:
     """Paper Figure 1: bigram-surprisal r vs kept weights across λ, one curve per model; the
-    optimal (pruning-baseline) subnetworks' bigram r dashed beside them (§4). Means over seeds
+    optimal (pruning-baseline) subnetworks' bigram r dashed beside them (§5). Means over seeds
     with 95% CIs when there are several. Where the table has them, horizontal lines mark what
     the r is read against (docs/method.md §6): the bigram table's floor, generalizing and copy
     references (grey) and each model's full and context-free r (its colour)."""

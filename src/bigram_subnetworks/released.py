@@ -21,18 +21,20 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-from torch import nn
 
 from .architectures import maskable_parameters
 from .hub import DOWNLOAD_HINT, HubUnavailableError
-from .masking import Mask
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .masking import Mask
 
 # The authors' releases (circuit_loading_utils.RELEASED_BIGRAM_SUBNETWORKS): repo suffix → the
 # base model, and its λ labels as spelled in the file names, the authors' default first.
@@ -211,6 +213,12 @@ def load_released_mask(path: str | os.PathLike, model: nn.Module) -> Mask:
     """A released mask as our `Mask` for ``model``: every maskable weight must be present with
     its shape, and nothing else (embeddings, unembedding, LayerNorms and biases are never masked,
     in theirs as in ours)."""
+    # Here, not at the top: the naming above (`released_file`) serves config validation,
+    # which must not import torch (docs/architecture.md, "The library's tiers").
+    import torch
+
+    from .masking import Mask
+
     arrays = read_released_pickle(path)
     expected = maskable_parameters(model)
     unknown = sorted(set(arrays) - set(expected))

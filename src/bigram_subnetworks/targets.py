@@ -155,7 +155,7 @@ class _SoftTargetCrossEntropy(torch.autograd.Function):
 
 
 class TeacherTarget:
-    """The full model's own next-token distribution, detached (optimal-pruning baseline, §4).
+    """The full model's own next-token distribution, detached (optimal-pruning baseline, §5).
 
     The teacher is the unmodified ``model``: masks applied by `masked_forward` substitute
     parameters for one call only, so the same module serves as frozen teacher and masked student.
@@ -184,7 +184,7 @@ class TeacherTarget:
 def make_target(
     kind: str, model: nn.Module, bigrams: BigramModel, precision: str = "auto"
 ) -> Target:
-    """The training target by name: ``bigram`` (docs/method.md §5) or ``optimal`` (§4), whose
+    """The training target by name: ``bigram`` or ``optimal`` (docs/method.md §5), whose
     teacher forward runs at the training step's ``precision``."""
     if kind == "bigram":
         return BigramTarget(bigrams, device=next(model.parameters()).device)
