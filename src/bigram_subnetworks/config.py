@@ -1,21 +1,22 @@
-"""The pipeline's configuration, validated and typed: one frozen object per section.
+"""The pipeline's configuration, validated, read through its schema.
 
-Two layers, each check written once:
-- the JSON schema (`workflow/schemas/config.schema.yaml`) checks shape: unknown keys, types,
-  ranges, with a description of every key;
-- `Config.from_dict` builds the typed sections and checks meaning: references between sections
-  (λ labels, tokenizers, models, pairs, runs) here, and each model's own settings by building the
-  library's typed settings (`settings.MaskTrainingConfig`, `ModelShape`, `PretrainConfig`), so
-  their rules are the library's.
-Every problem names its key and value; all of them are reported at once, before any job runs.
-Nothing here imports torch: the Snakefile validates on every invocation.
-"""
+The JSON schema (`workflow/schemas/config.schema.yaml`) is the one hand-written place a key is
+declared, with its description, shape and (for an optional key) default. Two layers, each check
+written once:
+- the schema checks shape: unknown keys, types, ranges;
+- `Config.from_dict` checks meaning: references between sections (λ labels, tokenizers, models,
+  pairs, runs) here, and each model's own settings by building the library's typed settings
+  (`settings.MaskTrainingConfig`, `ModelShape`, `PretrainConfig`), so their rules are the
+  library's.
+The validated config is read as `Section`s (``config.corpus.seq_len``), which the schema
+shapes: a key it does not declare fails by name. Every problem names its key and value; all of
+them are reported at once, before any job runs. Nothing here imports torch: the Snakefile
+validates on every invocation."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,6 @@ from .settings import SENTINELS, MaskTrainingConfig, configs_from_dict
 # size matches the bigram subnetwork `10` (its λ is found by a search, not configured).
 MATCHED_PREFIX = "match-"
 TARGETS = ("bigram", "optimal")
-# The revision of a hub model configured without `revisions` (a package ships one).
-DEFAULT_REVISIONS = ("main",)
 TOKENIZER_SOURCES = ("vocab_size", "hub", "model")
 
 
@@ -42,8 +41,7 @@ def _where(path) -> str:
     return ".".join(str(p) for p in path) or "<root>"
 
 
-def _schema_errors(config: Mapping, schema_path: Path) -> list[str]:
-    schema = yaml.safe_load(Path(schema_path).read_text())
+def _schema_errors(config: Mapping, schema: Mapping[str, Any]) -> list[str]:
     validator = Draft202012Validator(schema)
     return [
         f"{_where(error.absolute_path)}: {error.message}"
@@ -51,285 +49,89 @@ def _schema_errors(config: Mapping, schema_path: Path) -> list[str]:
     ]
 
 
-def _make(cls, values: Mapping[str, Any]):
-    """A section dataclass from its (schema-checked) mapping; lists become tuples."""
-    known = {f.name for f in fields(cls)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
-    return cls(**values)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sections.
-
-
-@dataclass(frozen=True)
-class HuggingFace:
-    home: str | None  # HF_HOME of every job; None keeps the environment's
-
-
-@dataclass(frozen=True)
-class DatasetSource:
-    """A `datasets` dataset (OSCAR, C4, FineWeb, or a local dataset directory)."""
-
-    name: str
-    config: str | None
-    split: str
-    text_field: str
-    revision: str | None
-    data_files: str | tuple[str, ...] | None
-    max_documents: int
-
-
-@dataclass(frozen=True)
-class OfflineEnglish:
-    """The offline English corpus (`english`): where its package files are kept, which texts."""
-
-    directory: str
-    sources: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Corpus:
-    source: str  # python_docs, offline_english, local, huggingface
-    local_paths: tuple[str, ...]
-    huggingface: DatasetSource
-    offline_english: OfflineEnglish
-    seq_len: int
-    eval_fraction: float
-    split_seed: int
-    train_sequences: int | None
-    bigram_sequences: int | None
-    eval_sequences: int | None
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Corpus:
-        return _make(
-            cls,
-            {
-                **values,
-                "huggingface": _make(DatasetSource, values["huggingface"]),
-                "offline_english": _make(OfflineEnglish, values["offline_english"]),
-            },
-        )
-
-    def problems(self) -> list[str]:
-        problems = []
-        if self.source == "local" and not self.local_paths:
-            problems.append("corpus.local_paths: empty, but corpus.source is 'local'")
-        directory = Path(self.offline_english.directory)
-        if not directory.is_absolute() and directory.parts[:1] == ("results",):
-            problems.append(
-                f"corpus.offline_english.directory: {directory} is under results/, which "
-                "`make clean` deletes: keep downloads under resources/"
-            )
-        return problems
-
-
-@dataclass(frozen=True)
-class Tokenizer:
-    """A BPE trained here (`vocab_size`), a hub repository's (`hub`), or a hub model's own
-    (`model`)."""
-
-    name: str
-    vocab_size: int | None = None
-    hub: Mapping[str, str] | None = None
-    model: str | None = None
-
-    @property
-    def trained(self) -> bool:
-        return self.vocab_size is not None
-
-
-@dataclass(frozen=True)
-class HubSource:
-    """Where a hub model comes from: a hub repository or local directory (`id`), or an installed
-    package (`package`); optionally a GGUF file; its revisions, the last the final one."""
-
-    id: str | None = None
-    package: str | None = None
-    gguf_file: str | None = None
-    revisions: tuple[str, ...] = DEFAULT_REVISIONS
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
-
-
-@dataclass(frozen=True)
-class Model:
-    """A model: pretrained here (`pretrain`, its raw settings) or from the hub (`hub`); its
-    family (`arch`, inferred for hub models when absent); per-model resources and overrides."""
-
-    name: str
-    tokenizer: str
-    arch: str | None = None
-    pretrain: Mapping[str, Any] | None = None
-    hub: HubSource | None = None
-    resources: Mapping[str, int] = field(default_factory=dict)
-    mask_training: Mapping[str, int] = field(default_factory=dict)
-    evaluation: Mapping[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Model:
-        hub = values.get("hub")
-        return _make(cls, {**values, "hub": _make(HubSource, hub) if hub else None})
-
-
-@dataclass(frozen=True)
-class BigramMasks:
-    final: tuple[str, ...]  # λ labels trained at each model's final checkpoint
-    intermediate: tuple[str, ...]  # and at every earlier one
-
-
-@dataclass(frozen=True)
-class SizeMatching:
-    bigram: tuple[str, ...]  # bigram λ labels whose sizes optimal subnetworks are matched to
-    tolerance: float
-    max_iterations: int
-    bracket: tuple[float, float]
-
-
-@dataclass(frozen=True)
-class OptimalMasks:
-    models: tuple[str, ...]
-    final: tuple[str, ...]
-    size_matched: SizeMatching
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> OptimalMasks:
-        return _make(cls, {**values, "size_matched": _make(SizeMatching, values["size_matched"])})
-
-    @property
-    def matched_labels(self) -> list[str]:
-        return [MATCHED_PREFIX + label for label in self.size_matched.bigram]
-
-
-@dataclass(frozen=True)
-class MaskTraining:
-    """The training settings shared by every mask (`settings.MaskTrainingConfig` but λ and the
-    seed), and the seeds: one mask per seed."""
-
-    values: Mapping[str, Any]
-    seeds: tuple[int, ...]
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> MaskTraining:
-        values = dict(values)
-        return cls(values, tuple(values.pop("seeds")))
-
-
-@dataclass(frozen=True)
-class Resume:
-    pretrain_every: int  # steps between snapshots (0: none)
-    mask_every: int
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    batch_size: int
-    max_sequences: int | None
-
-
-@dataclass(frozen=True)
-class OverlapPair:
-    model: str
-    bigram: str  # a trained bigram λ label
-    optimal: str  # an optimal λ label, or match-<label>
-
-
-@dataclass(frozen=True)
-class Overlap:
-    pairs: tuple[OverlapPair, ...]
-    null_model: str  # rows (the paper's) or entries
-    permutations: int
-    seed: int
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Overlap:
-        pairs = tuple(_make(OverlapPair, pair) for pair in values["pairs"])
-        return _make(cls, {**values, "pairs": pairs})
-
-    def null(self) -> dict[str, Any]:
-        """The permutation-null settings of `overlap.overlap_summary`."""
-        return {"null_model": self.null_model, "permutations": self.permutations,
-                "seed": self.seed}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Generation:
-    prompt: str
-    temperature: float
-    max_new_tokens: int
-    samples: int
-
-
-@dataclass(frozen=True)
-class AblationRun:
-    model: str
-    target: str
-    lam: str
-
-
-@dataclass(frozen=True)
-class DoseResponse:
-    points: int  # removal sizes, log-spaced up to the subnetwork's size
-    min_fraction: float  # the smallest, as a fraction of the maskable weights
-
-
-@dataclass(frozen=True)
-class Ablation:
-    runs: tuple[AblationRun, ...]
-    random_seed: int
-    eval_sequences: int | None  # None: evaluation.max_sequences
-    dose_response: DoseResponse
-    generation: Generation
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Ablation:
-        runs = tuple(_make(AblationRun, run) for run in values["runs"])
-        return _make(
-            cls,
-            {
-                **values,
-                "runs": runs,
-                "dose_response": _make(DoseResponse, values["dose_response"]),
-                "generation": _make(Generation, values["generation"]),
-            },
-        )
-
-
-@dataclass(frozen=True)
-class LensRun:
-    model: str
-    lam: str
-
-
-@dataclass(frozen=True)
-class ResidualStream:
-    runs: tuple[LensRun, ...]
-    checkpoints: str  # final or all
-    fit_sequences: int
-    eval_sequences: int
-    max_tokens: int | None
-    ridge_alpha: float
-    random_seed: int
-    batch_size: int
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ResidualStream:
-        return _make(cls, {**values, "runs": tuple(_make(LensRun, run) for run in values["runs"])})
-
-
-@dataclass(frozen=True)
-class ReleasedRun:
-    model: str
-    lam: str
-    repo: str | None = None
-    filename: str | None = None
-
-
-@dataclass(frozen=True)
-class ReleasedMasks:
-    runs: tuple[ReleasedRun, ...]
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A schema node with its `$ref` (into `$defs`) followed."""
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].removeprefix("#/$defs/")]
+    return schema
+
+
+def _shaped(schema: Mapping[str, Any], root: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """The alternative of a schema node (itself or one of its `anyOf`) that has ``key``
+    (`properties` for a mapping, `items` for a list); {} when none does."""
+    schema = _resolve(schema, root)
+    for option in [schema, *(_resolve(o, root) for o in schema.get("anyOf", ()))]:
+        if key in option:
+            return option
+    return {}
+
+
+def _default(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    """A property's `default` (beside its `$ref`, or in what it refers to); None if none."""
+    return schema["default"] if "default" in schema else _resolve(schema, root).get("default")
+
+
+def _build(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any], where: str) -> Any:
+    if isinstance(value, Mapping):
+        return Section(value, _shaped(schema, root, "properties"), root, where)
+    if isinstance(value, list | tuple):
+        items = _shaped(schema, root, "items").get("items", {})
+        return tuple(_build(v, items, root, f"{where}.{i}") for i, v in enumerate(value))
+    return value
+
+
+class Section(Mapping[str, Any]):
+    """One mapping of the validated configuration, read-only, its keys also attributes; the
+    schema (`workflow/schemas/config.schema.yaml`) is the one place a key is declared. A key the
+    schema declares that the config leaves out reads as the schema's `default`, else None; a key
+    it does not declare is an AttributeError naming it. Nested mappings are Sections, lists
+    tuples (`plain` gives the plain data back)."""
+
+    __slots__ = ("_declared", "_values", "_where")
+
+    def __init__(self, values: Mapping, schema: Mapping, root: Mapping, where: str = "") -> None:
+        declared = schema.get("properties", {})
+        defaults = {key: _default(node, root) for key, node in declared.items()
+                    if key not in values and _default(node, root) is not None}  # fmt: skip
+        built = {key: _build(value, declared.get(key, {}), root, f"{where}.{key}".lstrip("."))
+                 for key, value in {**values, **defaults}.items()}  # fmt: skip
+        object.__setattr__(self, "_values", built)
+        object.__setattr__(self, "_declared", set(declared) | set(built))
+        object.__setattr__(self, "_where", where or "the configuration")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name in self._values:
+            return self._values[name]
+        if name in self._declared:
+            return None
+        raise AttributeError(f"{self._where} has no key {name!r} (config.schema.yaml)")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"the configuration is read-only ({self._where}.{name})")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Section({plain(self)!r})"
+
+
+def plain(value: Any) -> Any:
+    """Sections as dicts and tuples as lists, recursively: what a job's params and the library's
+    typed settings take."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,47 +147,24 @@ def _duplicates(values: Iterable) -> list:
     return dups
 
 
-@dataclass(frozen=True)
 class Config:
-    """A validated configuration: `Config.from_dict` of a schema-checked mapping."""
+    """A validated configuration: its sections as `Section`s (``config.corpus.seq_len``), the λ
+    grid as a label → value mapping, and the lookups the grid needs. Built by `validate_config`
+    (or `Config.from_dict` of a schema-checked mapping)."""
 
-    huggingface: HuggingFace
-    corpus: Corpus
-    tokenizers: tuple[Tokenizer, ...]
-    models: tuple[Model, ...]
-    lambdas: Mapping[str, float]
-    bigram_masks: BigramMasks
-    optimal_masks: OptimalMasks
-    mask_training: MaskTraining
-    resume: Resume
-    evaluation: Evaluation
-    overlap: Overlap
-    ablation: Ablation
-    residual_stream: ResidualStream
-    released_masks: ReleasedMasks
+    def __init__(self, config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+        self.values = Section(config, schema, schema)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "values":
+            raise AttributeError(name)
+        return getattr(self.values, name)
 
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> Config:
+    def from_dict(cls, config: Mapping[str, Any], schema: Mapping[str, Any]) -> Config:
         """The typed configuration; raises `ConfigError` listing every problem of meaning."""
+        built = cls(config, schema)
         labels = [item["label"] for item in config["lambdas"]]
-        built = cls(
-            huggingface=_make(HuggingFace, config["huggingface"]),
-            corpus=Corpus.from_dict(config["corpus"]),
-            tokenizers=tuple(_make(Tokenizer, t) for t in config["tokenizers"]),
-            models=tuple(Model.from_dict(m) for m in config["models"]),
-            lambdas={item["label"]: float(item["value"]) for item in config["lambdas"]},
-            bigram_masks=_make(BigramMasks, config["bigram_masks"]),
-            optimal_masks=OptimalMasks.from_dict(config["optimal_masks"]),
-            mask_training=MaskTraining.from_dict(config["mask_training"]),
-            resume=_make(Resume, config["resume"]),
-            evaluation=_make(Evaluation, config["evaluation"]),
-            overlap=Overlap.from_dict(config["overlap"]),
-            ablation=Ablation.from_dict(config["ablation"]),
-            residual_stream=ResidualStream.from_dict(config["residual_stream"]),
-            released_masks=ReleasedMasks(
-                tuple(_make(ReleasedRun, run) for run in config["released_masks"]["runs"])
-            ),
-        )
         problems = [f"lambdas: duplicate label {dup!r}" for dup in _duplicates(labels)]
         problems += built.problems()
         if problems:
@@ -394,26 +173,45 @@ class Config:
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def model(self, name: str) -> Model:
+    @property
+    def lambdas(self) -> dict[str, float]:
+        return {item.label: float(item.value) for item in self.values.lambdas}
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.mask_training.seeds)
+
+    @property
+    def matched_labels(self) -> list[str]:
+        """Labels of the size-matched optimal subnetworks (`match-<bigram label>`)."""
+        return [MATCHED_PREFIX + label for label in self.optimal_masks.size_matched.bigram]
+
+    def model(self, name: str) -> Section:
         return next(m for m in self.models if m.name == name)
 
-    def tokenizer(self, name: str) -> Tokenizer:
+    def tokenizer(self, name: str) -> Section:
         return next(t for t in self.tokenizers if t.name == name)
 
     def trained_bigram_labels(self) -> set[str]:
         return set(self.bigram_masks.final) - set(SENTINELS)
 
     def optimal_labels(self) -> set[str]:
-        return set(self.optimal_masks.final) | set(self.optimal_masks.matched_labels)
+        return set(self.optimal_masks.final) | set(self.matched_labels)
 
-    def mask_settings(self, model: Model) -> dict[str, Any]:
-        """The shared training settings with the model's overrides (micro-batching)."""
-        return {**self.mask_training.values, **model.mask_training}
+    def mask_settings(self, model: Section) -> dict[str, Any]:
+        """The shared training settings (all but the seeds) with the model's overrides
+        (micro-batching): `MaskTrainingConfig`'s keyword arguments but λ and the seed."""
+        shared = {k: v for k, v in plain(self.mask_training).items() if k != "seeds"}
+        return {**shared, **plain(model.mask_training)}
+
+    def overlap_null(self) -> dict[str, Any]:
+        """The permutation-null settings of `overlap.overlap_summary`."""
+        return {key: self.overlap[key] for key in ("null_model", "permutations", "seed")}
 
     # -- checks of meaning ---------------------------------------------------------------------
 
     def problems(self) -> list[str]:
-        problems = self.corpus.problems()
+        problems = self._corpus_problems()
         for section, names in (
             ("models", [m.name for m in self.models]),
             ("tokenizers", [t.name for t in self.tokenizers]),
@@ -424,6 +222,18 @@ class Config:
             problems += self._model_problems(i, model)
         problems += self._label_problems()
         problems += self._reference_problems()
+        return problems
+
+    def _corpus_problems(self) -> list[str]:
+        problems = []
+        if self.corpus.source == "local" and not self.corpus.local_paths:
+            problems.append("corpus.local_paths: empty, but corpus.source is 'local'")
+        directory = Path(self.corpus.offline_english.directory)
+        if not directory.is_absolute() and directory.parts[:1] == ("results",):
+            problems.append(
+                f"corpus.offline_english.directory: {directory} is under results/, which "
+                "`make clean` deletes: keep downloads under resources/"
+            )
         return problems
 
     def _tokenizer_problems(self) -> list[str]:
@@ -441,7 +251,7 @@ class Config:
                 problems.append(f"{where}.model: {tokenizer.model!r} is not a hub model in models")
         return problems
 
-    def _model_problems(self, i: int, model: Model) -> list[str]:
+    def _model_problems(self, i: int, model: Section) -> list[str]:
         where = f"models.{i} ({model.name})"
         problems = []
         if model.tokenizer not in {t.name for t in self.tokenizers}:
@@ -467,7 +277,7 @@ class Config:
         return problems
 
     @staticmethod
-    def _hub_problems(where: str, hub: HubSource) -> list[str]:
+    def _hub_problems(where: str, hub: Section) -> list[str]:
         problems = []
         if (hub.id is None) == (hub.package is None):
             problems.append(
@@ -480,12 +290,12 @@ class Config:
             problems.append(f"{where}.hub.revisions: a `package` source has one revision")
         return problems
 
-    def _pretrain_problems(self, where: str, model: Model) -> list[str]:
+    def _pretrain_problems(self, where: str, model: Section) -> list[str]:
         if model.arch is None:
             return [f"{where}.arch: a model pretrained here needs its family (`arch`)"]
         problems = []
         try:  # the library's own rules for a model's shape and pretraining run
-            shape, _ = configs_from_dict(model.arch, model.pretrain)
+            shape, _ = configs_from_dict(model.arch, plain(model.pretrain))
         except ValueError as error:
             return [f"{where}.pretrain: {error}"]
         if shape.max_positions < self.corpus.seq_len:
@@ -609,7 +419,7 @@ class Config:
         return problems
 
 
-def released_source(run: ReleasedRun, model: Model) -> dict[str, str]:
+def released_source(run: Section, model: Section) -> dict[str, str]:
     """Hub repo and file of a released-mask run: configured (`repo`, `filename`), else the
     authors' naming for the model's hub id and λ. A ValueError names what is missing."""
     if run.repo is not None and run.filename is not None:
@@ -625,35 +435,20 @@ def released_source(run: ReleasedRun, model: Model) -> dict[str, str]:
 def validate_config(config: Mapping[str, Any], schema_path: str | Path) -> Config:
     """The typed configuration; raises `ConfigError` listing every problem, each naming its key
     and value: the schema's first, then (if the shape is right) those of meaning."""
-    errors = _schema_errors(config, Path(schema_path))
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = _schema_errors(config, schema)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
-    return Config.from_dict(config)
-
-
-def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` merged over ``base`` exactly as Snakemake merges a --configfile over the
-    workflow's configfile (`snakemake.utils.update_config`): mappings key by key, recursively;
-    anything else (lists, scalars, null) replaced whole. A non-empty mapping replaces a
-    non-mapping; an empty one leaves it. Neither argument is modified."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if not isinstance(value, Mapping):
-            merged[key] = copy.deepcopy(value)
-        elif isinstance(merged.get(key, {}), Mapping):
-            merged[key] = merge(merged.get(key, {}), value)
-        elif value:
-            merged[key] = merge({}, value)
-    return merged
+    return Config.from_dict(config, schema)
 
 
 def override_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The schema of a config stated over config.yaml (`--configfile`, merged by `merge`): the
-    same schema with every `required` keyword outside list items dropped, so that a file
-    stating only some keys passes an editor's check (the merged config is validated against the
-    full schema). Property names are never dropped (a property may be called `required`), and
-    literal values (enum, const, default, examples) are copied as they are. The committed
-    `config.override.schema.yaml` is this of `config.schema.yaml` (tests/test_config.py)."""
+    """The schema of a config stated over config.yaml (`--configfile`, which Snakemake merges
+    over it): the same schema with every `required` keyword outside list items dropped, so that
+    a file stating only some keys passes an editor's check (the merged config is validated
+    against the full schema). Property names are never dropped (a property may be called
+    `required`), and literal values (enum, const, default, examples) are copied as they are.
+    `make install` writes it (`write_override_schema`)."""
     name_maps = ("properties", "patternProperties", "$defs", "dependentSchemas")
     literals = ("enum", "const", "default", "examples")
 
@@ -681,12 +476,28 @@ def override_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     return strip(schema)
 
 
+def write_override_schema(schema_path: str | Path, path: str | Path) -> None:
+    """Write `override_schema` of the schema at ``schema_path`` to ``path`` (YAML), the file the
+    alternative configs name on their first line for editors. Generated by `make install`, never
+    committed: the schema is the one hand-written source."""
+    schema = override_schema(yaml.safe_load(Path(schema_path).read_text()))
+    header = (
+        f"# Generated from {Path(schema_path).name} by `make install` (config.override_schema):\n"
+        "# the schema editors check configs stated over config.yaml against. Do not edit.\n"
+    )
+    Path(path).write_text(header + yaml.safe_dump(schema, sort_keys=False, allow_unicode=True))
+
+
 def load_config(
     path: str | Path, schema_path: str | Path, base: str | Path | None = None
 ) -> Config:
     """The validated configuration of a YAML file; with ``base`` (config.yaml), of the file
-    merged over it as Snakemake merges `--configfile path` (`merge`)."""
+    merged over it as Snakemake merges `--configfile path` (`snakemake.utils.update_config`)."""
     config = yaml.safe_load(Path(path).read_text())
     if base is not None:
-        config = merge(yaml.safe_load(Path(base).read_text()), config)
+        from snakemake.utils import update_config  # the merge Snakemake itself does
+
+        merged = yaml.safe_load(Path(base).read_text())
+        update_config(merged, config)
+        config = merged
     return validate_config(config, schema_path)

@@ -6,12 +6,12 @@ The Snakefile asks everything it needs to know here, so the grid is testable wit
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from . import paths
 from .architectures import maskable_parameters
-from .config import SENTINELS, Config, ConfigError, Model, released_source
+from .config import SENTINELS, Config, ConfigError, Section, plain, released_source
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,11 @@ class Grid:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.models: dict[str, Model] = {m.name: m for m in config.models}
+        self.models: dict[str, Section] = {m.name: m for m in config.models}
         self.tokenizers = {t.name: t for t in config.tokenizers}
         self.lambdas = dict(config.lambdas)
-        self.seeds = list(config.mask_training.seeds)
-        self.matched_labels = config.optimal_masks.matched_labels
+        self.seeds = config.seeds
+        self.matched_labels = config.matched_labels
         # Families of hub models configured without `arch`, read from their checkpoints.
         self.inferred_archs: dict[str, str] = {}
 
@@ -107,7 +107,7 @@ class Grid:
         from .hub import check_families
 
         hub_models = {
-            name: {"hub": self.models[name].hub.as_dict(), "arch": self.models[name].arch}
+            name: {"hub": plain(self.models[name].hub), "arch": self.models[name].arch}
             for name in self.hub_models()
         }
         finals = {name: self.final_revision(name) for name in hub_models}
@@ -122,13 +122,14 @@ class Grid:
 
     def hub_tokenizers(self) -> list[str]:
         """Tokenizers taken from elsewhere: a hub repository's, or a hub model's own."""
-        return [name for name, tok in self.tokenizers.items() if not tok.trained]
+        return [name for name, tok in self.tokenizers.items() if tok.vocab_size is None]
 
     def trained_tokenizers(self) -> list[str]:
-        return [name for name, tok in self.tokenizers.items() if tok.trained]
+        return [name for name, tok in self.tokenizers.items() if tok.vocab_size is not None]
 
     def tokenizer_directory(self, tokenizer: str) -> str:
-        template = paths.TOKENIZER if self.tokenizers[tokenizer].trained else paths.HUB_TOKENIZER
+        trained = self.tokenizers[tokenizer].vocab_size is not None
+        template = paths.TOKENIZER if trained else paths.HUB_TOKENIZER
         return template.format(tokenizer=tokenizer)
 
     def tokenizer_source(self, tokenizer: str) -> dict[str, str]:
@@ -138,14 +139,14 @@ class Grid:
         if entry.model is not None:
             revision = self.final_revision(entry.model)
             return {"id": self.model_directory(entry.model, revision), "revision": revision}
-        return dict(entry.hub)
+        return plain(entry.hub)
 
     def resources(self, model: str, name: str, default: int) -> int:
         return self.models[model].resources.get(name, default)
 
     def evaluation(self, model: str) -> dict[str, Any]:
         """The evaluation settings with the model's overrides (e.g. a smaller batch)."""
-        return {**asdict(self.config.evaluation), **self.models[model].evaluation}
+        return {**plain(self.config.evaluation), **plain(self.models[model].evaluation)}
 
     # -- the grid ------------------------------------------------------------------------------
 
@@ -229,7 +230,7 @@ class Grid:
 
     def size_matching(self) -> dict[str, Any]:
         """Search settings of the size-matched optimal subnetworks."""
-        return asdict(self.config.optimal_masks.size_matched)
+        return plain(self.config.optimal_masks.size_matched)
 
 
 @dataclass(frozen=True)

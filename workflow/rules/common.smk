@@ -2,11 +2,10 @@
 import os
 import re
 from argparse import Namespace
-from dataclasses import asdict
 
 from bigram_subnetworks import english, paths
 from bigram_subnetworks.codehash import code_hash
-from bigram_subnetworks.config import SENTINELS, TARGETS, validate_config
+from bigram_subnetworks.config import SENTINELS, TARGETS, plain, validate_config
 from bigram_subnetworks.grid import Grid
 
 # The typed configuration (a ConfigError naming every problem otherwise, before any job).
@@ -67,7 +66,7 @@ def section(name, *fields):
     """A config section as the plain mapping a script reads; with ``fields``, only those: a
     job's params hold only what it uses, so adding a run (a new entry of the section's `runs`)
     reruns no existing job."""
-    settings = asdict(getattr(CONFIG, name))
+    settings = plain(getattr(CONFIG, name))
     return {field: settings[field] for field in fields} if fields else settings
 
 
@@ -86,7 +85,7 @@ def model_dir(wildcards):
 
 def hub_model(wildcards):
     """The model's `hub` section (hub id, local directory or package; GGUF file)."""
-    return GRID.models[wildcards.model].hub.as_dict()
+    return plain(GRID.models[wildcards.model].hub)
 
 
 def hub_tokenizer(wildcards):

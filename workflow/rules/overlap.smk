@@ -23,7 +23,7 @@ rule overlap:
         runtime=model_resource("runtime", 60),
     params:
         model_dir=model_dir,
-        null=CONFIG.overlap.null(),
+        null=CONFIG.overlap_null(),
         code=library_code("overlap"),
     script:
         "../scripts/overlap.py"

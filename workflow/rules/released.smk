@@ -59,7 +59,7 @@ rule parity:
         mem_mb=model_resource("mem_mb", 8000),
     params:
         model_dir=final_model_dir,
-        null=CONFIG.overlap.null(),
+        null=CONFIG.overlap_null(),
         identity=released_identity,
         source=released_source,
         code=library_code("parity"),
