@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from bigram_subnetworks.architectures import maskable_parameters
 from bigram_subnetworks.masking import (
@@ -43,6 +44,21 @@ def test_save_load_round_trip(tiny_model, tmp_path):
     m.save(tmp_path / "mask.safetensors", meta={"model": "x"})
     assert Mask.load(tmp_path / "mask.safetensors").equals(m)
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_masks_are_stored_one_bit_per_weight_and_bool_files_still_load(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    shapes = {"a": (300, 77), "b": (5,), "c": (0, 3)}  # sizes not divisible by 8, and empty
+    mask = Mask({n: torch.rand(s, generator=generator) < 0.3 for n, s in shapes.items()})
+    mask.save(tmp_path / "packed.safetensors")
+    loaded = Mask.load(tmp_path / "packed.safetensors")
+    assert loaded.equals(mask) and {n: tuple(t.shape) for n, t in loaded.tensors.items()} == shapes
+    stored = load_file(tmp_path / "packed.safetensors")
+    assert stored["a"].dtype == torch.uint8 and stored["a"].numel() == -(-300 * 77 // 8)
+    save_file(dict(mask.tensors), tmp_path / "bools.safetensors")  # the format before
+    assert Mask.load(tmp_path / "bools.safetensors").equals(mask)
+    bools, packed = (tmp_path / f"{k}.safetensors" for k in ("bools", "packed"))
+    assert packed.stat().st_size < bools.stat().st_size / 6
 
 
 def test_loading_garbage_names_the_file(tmp_path):

@@ -254,12 +254,13 @@ class ModelSize:
 def storage_estimate(grid: Grid, sizes: dict[str, ModelSize]) -> dict[str, float]:
     """GB on disk of a run's largest artifacts, from its grid: model snapshots (every revision;
     a downloaded model's files are hard links into the Hugging Face cache, so counted once),
-    masks (one byte per maskable weight, ``mask.safetensors``), and the token arrays (uint16 or
-    uint32 per token of every sequence kept; an upper bound from the configured caps)."""
+    masks (one bit per maskable weight, ``mask.safetensors`` as `Mask.save` packs it), and the
+    token arrays (uint16 or uint32 per token of every sequence kept; an upper bound from the
+    configured caps)."""
     snapshots = sum(
         sizes[m].parameters * sizes[m].bytes * len(grid.revisions(m)) for m in grid.models
     )
-    masks = sum(sizes[job.model].maskable for job in grid.mask_jobs())
+    masks = sum(sizes[job.model].maskable for job in grid.mask_jobs()) / 8
     corpus = grid.config.corpus
     sequences = [corpus.bigram_sequences or corpus.train_sequences or 0, corpus.eval_sequences or 0]
     tokens = 2 * corpus.seq_len * sum(sequences) * len(grid.tokenizers)  # ≤ 2 bytes under 65,536
