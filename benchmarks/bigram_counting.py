@@ -95,7 +95,8 @@ def rates(tokens: np.ndarray, vocab: int, prefix: int, reps: int) -> dict[str, f
 
 
 def corpus_tokens() -> np.ndarray:
-    from bigram_subnetworks.corpus import python_docs_documents, tokenize_documents
+    from bigram_subnetworks.corpus import tokenize_documents
+    from bigram_subnetworks.texts import python_docs_documents
     from bigram_subnetworks.tokenizer import train_bpe
 
     documents = python_docs_documents()

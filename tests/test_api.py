@@ -23,8 +23,8 @@ from bigram_subnetworks import (
     find_optimal_subnetwork,
 )
 from bigram_subnetworks.architectures import maskable_parameters
-from bigram_subnetworks.corpus import python_docs_documents
 from bigram_subnetworks.interop import masked_copy
+from bigram_subnetworks.texts import python_docs_documents
 from bigram_subnetworks.tokenizer import train_bpe
 
 from conftest import make_tiny_model
@@ -177,7 +177,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from conftest import make_tiny_model
 from bigram_subnetworks import find_bigram_subnetwork
-from bigram_subnetworks.corpus import python_docs_documents
+from bigram_subnetworks.texts import python_docs_documents
 from bigram_subnetworks.tokenizer import train_bpe
 texts = python_docs_documents()[:150]
 tokenizer = train_bpe(texts, vocab_size=300)

@@ -1,4 +1,5 @@
-"""Corpus sources, JSONL storage, document-level splits and token arrays, on real objects."""
+"""Text sources and JSONL storage (`texts`), document-level splits and token arrays (`corpus`),
+on real objects."""
 
 import math
 import re
@@ -10,13 +11,13 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from bigram_subnetworks import corpus
+from bigram_subnetworks import corpus, texts
 from bigram_subnetworks.tokenizer import train_bpe
 
 
 @pytest.fixture(scope="module")
 def docs() -> list[str]:
-    return corpus.python_docs_documents()
+    return texts.python_docs_documents()
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,9 @@ def markers(tokenizer, array: np.ndarray) -> set[int]:
 
 
 def test_python_docs_is_deterministic_english_and_large(docs):
-    corpus._python_docs.cache_clear()  # extract again, not from the in-process cache
-    assert corpus.python_docs_documents() == docs
-    provenance = corpus.python_docs_provenance()
+    texts._python_docs.cache_clear()  # extract again, not from the in-process cache
+    assert texts.python_docs_documents() == docs
+    provenance = texts.python_docs_provenance()
     assert provenance["documents"] == len(docs) > 1000
     assert provenance["characters"] > 1_000_000
     assert re.fullmatch(r"[0-9a-f]{64}", provenance["sha256"])
@@ -57,7 +58,7 @@ def test_local_documents_reads_files_and_directories(tmp_path):
     (root / "empty.txt").write_text("  \n")
     single = tmp_path / "single.text"
     single.write_text("named explicitly", encoding="utf-8")
-    got = corpus.local_documents([single, root], cache_dir=str(tmp_path / "cache"))
+    got = texts.local_documents([single, root], cache_dir=str(tmp_path / "cache"))
     assert [doc.strip() for doc in got] == [
         "named explicitly",
         "second file\n\nwith a paragraph",
@@ -67,17 +68,17 @@ def test_local_documents_reads_files_and_directories(tmp_path):
 
 def test_local_documents_names_a_missing_path_or_empty_directory(tmp_path):
     with pytest.raises(ValueError, match=r"nowhere.txt"):
-        corpus.local_documents([tmp_path / "nowhere.txt"])
+        texts.local_documents([tmp_path / "nowhere.txt"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no \*.txt files found under .*empty"):
-        corpus.local_documents([tmp_path / "empty"])
+        texts.local_documents([tmp_path / "empty"])
 
 
 @pytest.fixture(scope="module")
 def parquet_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hf")
-    texts = ["first document", "", "second document", "third document"]
-    table = datasets.Dataset.from_dict({"text": texts, "id": list(range(len(texts)))})
+    strings = ["first document", "", "second document", "third document"]
+    table = datasets.Dataset.from_dict({"text": strings, "id": list(range(len(strings)))})
     (root / "data").mkdir()
     table.to_parquet(str(root / "data" / "train-00000.parquet"))
     return root
@@ -85,7 +86,7 @@ def parquet_dataset(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("streaming", [True, False])
 def test_huggingface_documents_from_local_dataset_directory(parquet_dataset, tmp_path, streaming):
-    got = corpus.huggingface_documents(
+    got = texts.huggingface_documents(
         str(parquet_dataset),
         None,
         split="train",
@@ -100,7 +101,7 @@ def test_huggingface_documents_from_local_dataset_directory(parquet_dataset, tmp
 def test_huggingface_documents_from_json_files(tmp_path):
     path = tmp_path / "docs.jsonl"
     datasets.Dataset.from_dict({"body": ["one", "two", "three"]}).to_json(str(path))
-    got = corpus.huggingface_documents(
+    got = texts.huggingface_documents(
         "json",
         None,
         split="train",
@@ -114,7 +115,7 @@ def test_huggingface_documents_from_json_files(tmp_path):
 
 def test_huggingface_documents_names_a_missing_field(parquet_dataset, tmp_path):
     with pytest.raises(KeyError, match="content"):
-        corpus.huggingface_documents(
+        texts.huggingface_documents(
             str(parquet_dataset), None, "train", "content", 2, cache_dir=str(tmp_path / "cache")
         )
 
@@ -125,22 +126,22 @@ def test_hub_dataset_missing_offline_says_how_to_get_it(tmp_path, monkeypatch):
     with pytest.raises(
         ConnectionError, match=r"'someorg/absent' .* is not available offline.*online"
     ):
-        corpus.huggingface_documents(
+        texts.huggingface_documents(
             "someorg/absent", None, "train", "text", 2, cache_dir=str(tmp_path / "cache")
         )
 
 
 def test_documents_from_config_dispatches_on_source(docs):
-    assert corpus.documents_from_config({"source": "python_docs"}) == docs
+    assert texts.documents_from_config({"source": "python_docs"}) == docs
     with pytest.raises(ValueError, match="unknown source 'ftp'"):
-        corpus.documents_from_config({"source": "ftp"})
+        texts.documents_from_config({"source": "ftp"})
 
 
 def test_jsonl_round_trip_is_atomic(tmp_path):
     documents = ['quotes " and \\ backslash', "new\nlines\n\nparagraph", "ünïcode ✓", "tab\tend"]
     path = tmp_path / "out" / "documents.jsonl"
-    corpus.write_documents(documents, path)
-    assert corpus.read_documents(path) == documents
+    texts.write_documents(documents, path)
+    assert texts.read_documents(path) == documents
     assert path.read_text(encoding="utf-8").count("\n") == len(documents)
     assert [p.name for p in path.parent.iterdir()] == ["documents.jsonl"]
 
@@ -149,11 +150,11 @@ def test_jsonl_round_trip_is_atomic(tmp_path):
 def test_empty_corpus_is_rejected(tmp_path, documents):
     path = tmp_path / "documents.jsonl"
     with pytest.raises(ValueError, match=r"corpus .* is empty"):
-        corpus.write_documents(documents, path)
+        texts.write_documents(documents, path)
     assert not path.exists()
     path.write_text('{"text": ""}\n')
     with pytest.raises(ValueError, match=f"corpus {re.escape(str(path))} is empty"):
-        corpus.read_documents(path)
+        texts.read_documents(path)
 
 
 def test_tokenize_documents_splits_by_document(docs, bpe):

@@ -14,7 +14,7 @@ from english_files import deb, dictzip, npm_tarball, r_lazyload, ztext
 
 from bigram_subnetworks import english
 from bigram_subnetworks.config import ConfigError, validate_config
-from bigram_subnetworks.corpus import corpus_from_config
+from bigram_subnetworks.texts import corpus_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"

@@ -180,8 +180,8 @@ def test_quantized_snapshot_is_close_to_the_original(tiny, tmp_path, token_ids):
 
 
 def test_header_agrees_with_gguf_reader(tiny):
-    """The header parser's metadata and tensor types are gguf.GGUFReader's (which reads the
-    whole file): arrays of strings kept as their length, like transformers' reader."""
+    """The header's metadata and tensor types are gguf.GGUFReader's fields: arrays of strings
+    kept as their length, like transformers' reader."""
     from bigram_subnetworks.gguf import _read_header
 
     for path in (tiny["f32"], tiny["q8_0"]):
@@ -314,7 +314,7 @@ def test_bad_file_is_refused_naming_it_and_leaves_nothing(tiny, tmp_path, kind, 
 
 def test_gguf_reader_also_refuses_the_truncated_file(tiny, tmp_path):
     """What transformers' loader would meet after the header check: gguf.GGUFReader raises
-    ValueError on a file cut in half (the reason the header check looks at tensor extents)."""
+    ValueError on a file cut in half (what the header check, which uses it, relies on)."""
     path = _truncated(tiny["f32"], tmp_path / "half.gguf", 0.5)
     with pytest.raises(ValueError):
         gguf.GGUFReader(path)

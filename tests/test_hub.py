@@ -17,8 +17,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from bigram_subnetworks.corpus import python_docs_documents
 from bigram_subnetworks.io import load_model
+from bigram_subnetworks.texts import python_docs_documents
 from bigram_subnetworks.tokenizer import load_tokenizer, save_tokenizer, train_bpe
 
 from conftest import hub_snapshot_dir, make_tiny_model, released_dict

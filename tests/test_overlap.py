@@ -10,6 +10,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.models.gpt_neox import modeling_gpt_neox
 
+from bigram_subnetworks._overlap_null import distinct_draws, row_intersections
 from bigram_subnetworks.architectures import (
     Heads,
     UnitBlock,
@@ -22,14 +23,12 @@ from bigram_subnetworks.masking import Mask, apply_mask
 from bigram_subnetworks.overlap import (
     BREAKDOWN_COLUMNS,
     PAIRS,
-    distinct_draws,
     layer_summary,
     magnitude_mask,
     null_samples,
     overlap_breakdown,
     overlap_summary,
     overlap_with_control,
-    row_intersections,
 )
 
 from conftest import make_tiny_model

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bigram_subnetworks import Subnetwork
-from bigram_subnetworks.corpus import python_docs_documents
+from bigram_subnetworks.texts import python_docs_documents
 from bigram_subnetworks.tokenizer import train_bpe
 
 from conftest import make_tiny_model

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bigram_subnetworks import corpus, io, tokenizer
+from bigram_subnetworks import corpus, io, texts, tokenizer
 from bigram_subnetworks.bigrams import BigramCounts, BigramModel
 from bigram_subnetworks.masking import Mask
 from bigram_subnetworks.pretrain import save_checkpoint_dir
@@ -136,7 +136,7 @@ def test_tokenizer_that_asks_for_remote_code_never_runs_it(in_tmp, bpe_tokenizer
 
 @pytest.fixture(scope="module")
 def bpe_tokenizer():
-    return tokenizer.train_bpe(corpus.python_docs_documents()[:50], vocab_size=300)
+    return tokenizer.train_bpe(texts.python_docs_documents()[:50], vocab_size=300)
 
 
 def test_truncated_files_are_errors_naming_the_file(tmp_path):
@@ -163,7 +163,7 @@ def test_non_utf8_text_is_an_error_naming_the_file(tmp_path):
     good.write_text("a fine document\n")
     bad.write_bytes(b"caf\xe9 latin-1, not UTF-8\n")
     with pytest.raises(ValueError, match=r"bad.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"):
-        list(corpus.local_documents([good, bad]))
+        list(texts.local_documents([good, bad]))
 
 
 def test_tokenizer_that_does_not_match_the_model_is_named(tmp_path, bpe_tokenizer):

@@ -2,12 +2,12 @@
 
 import pytest
 
-from bigram_subnetworks import corpus, tokenizer
+from bigram_subnetworks import texts, tokenizer
 
 
 @pytest.fixture(scope="module")
 def documents() -> list[str]:
-    return corpus.python_docs_documents()[:200]
+    return texts.python_docs_documents()[:200]
 
 
 @pytest.fixture(scope="module")

@@ -100,11 +100,24 @@ class _Numpy1Global:
 _FROMBUFFER_V1 = _Numpy1Global()
 
 
+# Why the private pure-Python pickler (`pickle._Pickler` and its `dispatch` table): NumPy 1.x's
+# bytes name the global numpy.core.numeric._frombuffer, which under NumPy 2 resolves to an object
+# whose own path is numpy._core.numeric. Every public hook (`reducer_override` on a
+# `pickle.Pickler` subclass, `dispatch_table`/`copyreg`, a `__reduce__` returning a global's name)
+# ends in the pickler's save_global, which refuses to write a global unless importing its path
+# gives back the very object being saved ("it's not the same object as
+# numpy.core.numeric._frombuffer"), and the real function is written under numpy._core. Tried with
+# Python 3.11.7 and NumPy 2.4.6: each public hook raised PicklingError or wrote numpy._core. Only
+# the pure-Python pickler's dispatch table can emit the STACK_GLOBAL opcode itself.
+# tests/test_interop.py's numpy1 cases fail if `pickle._Pickler` changes; the public fallback then
+# is `reducer_override` returning ``(numpy.ndarray, (shape, dtype, bytearray))``: NumPy 1.x and
+# 2 load it (writable, C-contiguous) and `released` allows it, but NumPy 1.x writes other bytes.
 class _Numpy1Pickler(pickle._Pickler):
     """Pickles arrays exactly as NumPy 1.x does at protocol 5 (``_frombuffer(bytearray, dtype,
     shape, order)``, the bytes in-band, so they unpickle writable) under the module path NumPy 1.x
     has and NumPy 2 still resolves (``numpy.core``, with a DeprecationWarning). The pure-Python
-    pickler is used because the C one insists that a global is the object its path names."""
+    pickler is used because the C one insists that a global is the object its path names (see
+    the comment above)."""
 
     dispatch = pickle._Pickler.dispatch.copy()
 

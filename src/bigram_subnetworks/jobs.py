@@ -16,6 +16,7 @@ import numpy as np
 
 from . import corpus, io
 from .bigrams import BigramCounts, BigramModel
+from .gpus import hold_gpu
 from .masking import Mask
 
 
@@ -36,7 +37,10 @@ def model_inputs(
 ) -> ModelInputs:
     """Load ``job.params.model_dir``, ``job.input.bigrams``, the token split ``job.input[tokens]``
     (its first ``max_sequences``; None: no tokens) and, with ``mask``, ``job.input.mask``;
-    refuse a vocabulary that does not fit the model and a mask of another model."""
+    refuse a vocabulary that does not fit the model and a mask of another model. A job that
+    asks for a GPU (`resources: gpu`) first takes a card of its own (`gpus.hold_gpu`)."""
+    if job.resources.get("gpu", 0):  # one card for the job's life, before CUDA starts
+        hold_gpu()
     bigrams = BigramModel(BigramCounts.load(job.input.bigrams))
     model = io.load_model(job.params.model_dir)
     io.check_vocab_fits(bigrams.vocab_size, model, source=job.input.bigrams)
@@ -75,7 +79,7 @@ def write_provenance(job, path: str | os.PathLike, **fields: Any) -> None:
     settings = {name: value for name, value in job.params.items() if name != "code"}
     io.write_json(
         io.provenance(
-            rule=job.rulename,
+            rule=job.rule,
             **job.wildcards,
             settings=settings,
             code=job.params.get("code"),

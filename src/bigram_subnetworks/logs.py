@@ -20,15 +20,10 @@ def setup(path: str, level: int = logging.INFO) -> None:
 
 
 def start(job, threads: bool = True) -> None:
-    """What every workflow script does first: its logging to the job's log file (`setup`); for
-    a job that asks for a GPU (`resources: gpu`), one card held for its life (`gpus.hold_gpu`,
-    before CUDA starts); and for a job that runs a model, torch's intra-op threads set to the
-    rule's ``threads``, so jobs side by side do not oversubscribe the cores."""
+    """What every workflow script does first: its logging to the job's log file (`setup`) and,
+    for a job that runs a model, torch's intra-op threads set to the rule's ``threads``, so jobs
+    side by side do not oversubscribe the cores."""
     setup(job.log[0])
-    if getattr(job, "resources", {}).get("gpu", 0):
-        from .gpus import hold_gpu
-
-        hold_gpu()
     if threads:
         import torch
 

@@ -6,30 +6,27 @@ per layer, rows = output units), so this module needs no architecture knowledge.
 - ``"rows"`` (the paper's): the rows of every block are permuted, independently for both masks.
   Permuting both is distributed like permuting only B's rows (σ, τ uniform ⇒ τσ⁻¹ uniform), and
   with G = A Bᵀ (G[i, j] = |A_i ∩ B_j|, the row-by-row intersection counts) a block's permuted
-  overlap is Σ_i G[i, π(i)]. Sampling therefore needs one gather per row and sample, not a pass
-  over the masks.
+  overlap is Σ_i G[i, π(i)], so a sample needs one gather per row, not a pass over the masks.
 - ``"entries"``: kept weights are shuffled uniformly within each block. A block's overlap is then
   exactly hypergeometric(n, k_A, k_B), drawn directly.
 
-Blocks are independent, so a sample is the sum of one draw per block. Nothing here touches a
-model; masks may come from files, and the magnitude control (`magnitude_mask`) needs only the
-weights' values.
+Blocks are independent, so a sample is the sum of one draw per block. The samples are drawn by
+the private `_overlap_null` (thread pool, chunking, sampling kernels and their tuning); they
+depend on the masks and the seed only. Nothing here touches a model; masks may come from files,
+and the magnitude control (`magnitude_mask`) needs only the weights' values.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
+from . import _overlap_null
 from .architectures import ATTENTION_BLOCKS, BLOCKS, UnitBlock
 from .masking import Mask
 
@@ -39,18 +36,6 @@ NULL_MODELS = ("rows", "entries")
 # docs/method.md §8: the configured pair, and its control (the bigram subnetwork against the
 # magnitude mask of the optimal subnetwork's size, `magnitude_mask`).
 PAIRS = ("bigram-optimal", "bigram-magnitude")
-# Samples per sampling task are capped so one task holds ≤ this many row draws (memory bound:
-# 8 bytes per draw, plus the gathered values); small tasks also balance the threads.
-_DRAWS_PER_TASK = 1 << 20
-# Blocks whose samples may still be drawn while the next block's G is built (memory: one G each).
-_LOOKAHEAD = 3
-# Rows of G gathered together: a band this large stays in L2 (2 MiB per core here).
-_CACHE_BYTES = 1 << 20
-# Cost model for G = A Bᵀ, seconds per operation (2 threads, measured here): scipy.sparse
-# multiply-add and scatter of an output entry; BLAS multiply-add in bf16 / float32, and the
-# conversion of a dense output entry.
-_SPARSE_S, _SCATTER_S = 1e-8, 2e-8
-_BF16_S, _FP32_S, _CONVERT_S = 1.2e-11, 3e-11, 3e-9
 
 
 def check_pair(a: Mask, b: Mask, blocks: Sequence[UnitBlock]) -> None:
@@ -87,178 +72,14 @@ def _views(a: Mask, b: Mask, block: UnitBlock) -> tuple[torch.Tensor, torch.Tens
     return block.view(a.tensors[block.name].cpu()), block.view(b.tensors[block.name].cpu())
 
 
-# numpy reductions over bool masks: 15-50x faster than torch's bool sum here (measured).
+# numpy reductions over bool masks: 15-50x faster than torch's bool sum (measured on the host
+# named in `_overlap_null`).
 def _count(mask: torch.Tensor | np.ndarray) -> int:
     return int(np.count_nonzero(np.asarray(mask)))
 
 
 def _axis_counts(mask: torch.Tensor | np.ndarray, axis: int) -> np.ndarray:
     return np.asarray(mask).view(np.uint8).sum(axis, dtype=np.int64)
-
-
-# ---------------------------------------------------------------------------------------------
-# The rows null.
-
-
-@dataclass(frozen=True)
-class RowIntersections:
-    """G = A Bᵀ of one block (G[i, j] = |A_i ∩ B_j|, the kept inputs units i and j share), stored
-    as the rows of G or of Gᵀ that are not all zero, whichever are fewer.
-
-    ``wide[k]`` is row ``rows[k]`` over all ``n_units`` columns: [m, units], smallest unsigned
-    dtype that holds the counts. Σ_i G[i, π(i)] and Σ_j Gᵀ[j, π⁻¹(j)] have the same law.
-    """
-
-    wide: np.ndarray
-    rows: np.ndarray
-    n_units: int
-
-    def moments(self) -> tuple[float, float]:
-        """Exact mean and variance of Σ_i G[i, π(i)] over uniform permutations π (Hoeffding 1951).
-
-        mean = T/R;  var = Σ_ij d_ij² / (R − 1) with d_ij = G_ij − r_i/R − s_j/R + T/R², and
-        Σ d² = Σ G² − Σ_i r_i²/R − Σ_j s_j²/R + T²/R² (r, s: row and column sums of G, T its
-        total, R units). Rows left out of ``wide`` are zero and add 0 to every sum.
-        """
-        units = float(self.n_units)
-        r = self.wide.sum(1, dtype=np.float64)
-        s = self.wide.sum(0, dtype=np.float64)
-        total = float(r.sum())
-        if self.n_units < 2:
-            return total / units, 0.0
-        squares = float(np.einsum("ij,ij->", self.wide, self.wide, dtype=np.float64))
-        ss = squares - (r @ r) / units - (s @ s) / units + total**2 / units**2
-        return total / units, max(ss, 0.0) / (units - 1)
-
-
-def row_intersections(a_block: torch.Tensor, b_block: torch.Tensor) -> RowIntersections:
-    """G = A Bᵀ of bool [units, inputs] views, without the all-zero rows (see `RowIntersections`).
-
-    Only inputs kept by both masks matter, and a unit that keeps one of them has a non-zero G
-    row. The product is a sparse one or a BLAS matmul, whichever the cost model expects to be
-    faster: bf16 where no count can exceed 256 (exact: bf16 holds every integer ≤ 256), else
-    float32 (exact below 2²⁴), else float64.
-    """
-    n_units, n_inputs = a_block.shape
-    kept_a = torch.nonzero(a_block, as_tuple=True)  # (units, inputs) of the kept entries
-    kept_b = torch.nonzero(b_block, as_tuple=True)
-    col_a = torch.bincount(kept_a[1], minlength=n_inputs)  # 15x faster than a bool sum(0)
-    col_b = torch.bincount(kept_b[1], minlength=n_inputs)
-    shared = (col_a > 0) & (col_b > 0)
-    col_rank = torch.cumsum(shared, 0) - 1  # input → its index among the shared inputs
-    rows_a, entries_a = _shared_entries(kept_a, shared, col_rank)
-    rows_b, entries_b = _shared_entries(kept_b, shared, col_rank)
-    if len(rows_b) < len(rows_a):
-        rows_a, entries_a, rows_b, entries_b = rows_b, entries_b, rows_a, entries_a
-    m, n_b, n_shared = len(rows_a), len(rows_b), int(shared.sum())
-    if m == 0:
-        return RowIntersections(np.zeros((0, n_units), np.uint8), np.zeros(0, np.int64), n_units)
-    bound = min(_max_row(entries_a[0], m), _max_row(entries_b[0], n_b))  # no count exceeds it
-    wide = np.zeros((m, n_units), dtype=np.min_scalar_type(bound))
-    columns = rows_b.numpy()
-    bf16 = bound <= 256
-    sparse_cost = int((col_a[shared] * col_b[shared]).sum())  # multiply-adds, sparse product
-    sparse_s = _SPARSE_S * sparse_cost + _SCATTER_S * min(sparse_cost, m * n_b)
-    dense_s = (_BF16_S if bf16 else _FP32_S) * m * n_shared * n_b + _CONVERT_S * m * n_b
-    if dense_s < sparse_s:
-        dtype = torch.bfloat16 if bf16 else torch.float32 if bound < 2**24 else torch.float64
-        sa = _dense(entries_a, (m, n_shared), dtype)
-        sb = _dense(entries_b, (n_b, n_shared), dtype)
-        counts = torch.uint8 if wide.dtype == np.uint8 else torch.int32
-        wide[:, columns] = (sa @ sb.T).to(counts).numpy()  # [m, b]
-    else:
-        product = (_csr(entries_a, (m, n_shared)) @ _csr(entries_b, (n_b, n_shared)).T).tocoo()
-        wide[product.row, columns[product.col]] = product.data
-    return RowIntersections(wide, rows_a.numpy(), n_units)
-
-
-def _shared_entries(
-    kept: tuple[torch.Tensor, torch.Tensor], shared: torch.Tensor, col_rank: torch.Tensor
-) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """Units keeping a shared input, and the kept shared entries as (unit rank, input rank)."""
-    rows, cols = kept
-    keep = shared[cols]
-    units, rank = torch.unique(rows[keep], return_inverse=True)
-    return units, (rank, col_rank[cols[keep]])
-
-
-def _max_row(rank: torch.Tensor, m: int) -> int:
-    return int(torch.bincount(rank, minlength=m).max())
-
-
-def _dense(entries: tuple[torch.Tensor, torch.Tensor], shape, dtype) -> torch.Tensor:
-    out = torch.zeros(shape, dtype=dtype)
-    out[entries] = 1
-    return out
-
-
-def _csr(entries: tuple[torch.Tensor, torch.Tensor], shape) -> sp.csr_matrix:
-    rows, cols = (e.numpy() for e in entries)
-    return sp.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=shape)
-
-
-def distinct_draws(rng: np.random.Generator, n: int, m: int, size: int) -> np.ndarray:
-    """``size`` independent uniform ordered samples of m distinct values from range(n): [size, m].
-
-    Exact in every regime (numpy's bounded integers are unbiased); the cheapest is picked:
-
-    - m² ≤ 4n: i.i.d. draws, every row that repeats a value redrawn. A row of i.i.d. draws
-      conditioned on being distinct is uniform over ordered samples; a try succeeds with
-      probability ≈ exp(−m²/2n) ≥ e⁻². O(m) per sample, vectorized.
-    - m ≤ n/2: ``Generator.choice(n, m, replace=False)`` per sample, a partial Fisher–Yates of m
-      steps (its tail is a uniform ordered sample).
-    - otherwise: the first m columns of full Fisher–Yates shuffles, row by row (1-D shuffles
-      release the GIL, so sampling threads run in parallel), or one ``permuted`` call for
-      short rows, where per-call overhead would dominate.
-
-    int64 values: numpy's fastest shuffle, and what ``np.take`` indexes with.
-    """
-    if m == 0:
-        return np.zeros((size, 0), dtype=np.int64)
-    if m * m <= 4 * n:
-        out = rng.integers(0, n, size=(size, m), dtype=np.int64)
-        redraw = np.arange(size)
-        while len(redraw):
-            ordered = np.sort(out[redraw], axis=1)
-            redraw = redraw[(ordered[:, 1:] == ordered[:, :-1]).any(axis=1)]
-            out[redraw] = rng.integers(0, n, size=(len(redraw), m), dtype=np.int64)
-        return out
-    if n < 1024:
-        perms = np.broadcast_to(np.arange(n, dtype=np.int64), (size, n)).copy()
-        return rng.permuted(perms, axis=1, out=perms)[:, :m]
-    if 2 * m <= n:
-        out = np.empty((size, m), dtype=np.int64)
-        for row in out:
-            row[:] = rng.choice(n, m, replace=False)
-        return out
-    perms = np.broadcast_to(np.arange(n, dtype=np.int64), (size, n)).copy()
-    for row in perms:
-        rng.shuffle(row)
-    return perms[:, :m]
-
-
-def _rows_samples(g: RowIntersections, rng: np.random.Generator, size: int) -> np.ndarray:
-    """``size`` draws of Σ_i G[i, π(i)]: the images π(i) of the m stored rows are a uniform
-    ordered sample of distinct units, read from ``wide`` by flat gathers, a band of rows at a
-    time so the band stays in cache."""
-    m, n_units = g.wide.shape
-    flat = distinct_draws(rng, n_units, m, size)  # [size, m]
-    flat += np.arange(m, dtype=np.int64) * n_units  # row k's offset in wide
-    source = g.wide.ravel()
-    band = max(1, _CACHE_BYTES // (n_units * g.wide.itemsize))
-    out = np.zeros(size, dtype=np.int64)
-    for start in range(0, m, band):
-        out += np.take(source, flat[:, start : start + band]).sum(axis=1, dtype=np.int64)
-    return out
-
-
-def _generator(seed: int, *key: int) -> np.random.Generator:
-    # PCG64DXSM: numpy's recommended successor to PCG64, ~10% faster shuffles here (measured).
-    return np.random.Generator(np.random.PCG64DXSM(np.random.SeedSequence([seed, *key])))
-
-
-# ---------------------------------------------------------------------------------------------
-# Public API.
 
 
 def _validate(null_model: str, permutations: int) -> None:
@@ -288,18 +109,10 @@ def null_samples(
     _validate(null_model, permutations)
     check_pair(a, b, blocks)
     started = time.perf_counter()
-    mean = var = 0.0
-    with _NullSums(permutations, threads) as sums:
-        for index, block in enumerate(blocks):
-            va, vb = _views(a, b, block)
-            if null_model == "entries":
-                rng = _generator(seed, index)
-                draws, block_mean, block_var = _entries_block(va, vb, rng, permutations)
-                sums.total += draws
-            else:
-                block_mean, block_var = _rows_block(sums, va, vb, block, index, seed)
-            mean, var = mean + block_mean, var + block_var
-        sums.collect(keep=0)
+    pieces = ((block, *_views(a, b, block)) for block in blocks)  # one block's views at a time
+    samples, mean, var = _overlap_null.draw_null(
+        pieces, null_model=null_model, permutations=permutations, seed=seed, threads=threads
+    )
     log.info(
         "%s null: %d samples over %d blocks in %.2f s",
         null_model,
@@ -307,86 +120,7 @@ def null_samples(
         len(blocks),
         time.perf_counter() - started,
     )
-    return sums.total, mean, var
-
-
-def _entries_block(
-    va: torch.Tensor, vb: torch.Tensor, rng: np.random.Generator, size: int
-) -> tuple[np.ndarray, float, float]:
-    """One block under the entries null: ``size`` samples of its overlap and their exact mean and
-    variance. Shuffling the kept entries within the block makes the overlap exactly
-    hypergeometric(n, k_A, k_B), so each sample is one draw, not a shuffle."""
-    n, k_a, k_b = va.numel(), _count(va), _count(vb)
-    draws = rng.hypergeometric(k_b, n - k_b, k_a, size)
-    mean = k_a * k_b / n
-    var = k_a * k_b * (n - k_a) * (n - k_b) / (n * n * (n - 1)) if n > 1 else 0.0
-    return draws, mean, var
-
-
-def _rows_block(
-    sums: _NullSums,
-    va: torch.Tensor,
-    vb: torch.Tensor,
-    block: UnitBlock,
-    index: int,
-    seed: int,
-) -> tuple[float, float]:
-    """One block under the rows null: its G and exact mean and variance, with its samples
-    queued on ``sums``. G is built while the pool samples earlier blocks."""
-    g = row_intersections(va, vb)
-    block_mean, block_var = g.moments()
-    log.debug(
-        "block %d (layer %d %s): %d of %d units sampled, mean %.1f",
-        index,
-        block.layer,
-        block.block,
-        len(g.rows),
-        g.n_units,
-        block_mean,
-    )
-    sums.collect(keep=_LOOKAHEAD)  # at most _LOOKAHEAD + 1 G alive
-    if g.rows.size:  # else no row of A shares an input with a row of B: always 0
-        sums.submit_rows(g, seed, index)
-    return block_mean, block_var
-
-
-class _NullSums:
-    """Null samples summed over blocks (``total``, int64, so exact in any order), with the thread
-    pool that draws the rows null's samples.
-
-    A block's samples are split into tasks of at most about `_DRAWS_PER_TASK` row draws, each
-    with its own generator, so neither the split nor the draws depend on the number of threads.
-    Tasks of the last blocks stay pending while the next G is built; `collect` bounds how many.
-    """
-
-    def __init__(self, permutations: int, threads: int) -> None:
-        self.permutations = permutations
-        self.total = np.zeros(permutations, dtype=np.int64)
-        self._running: deque[list[tuple[int, Future]]] = deque()  # sampling tasks per block
-        self._pool = ThreadPoolExecutor(max_workers=threads)
-
-    def __enter__(self) -> _NullSums:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._pool.shutdown(wait=True)  # as ThreadPoolExecutor's own exit: raising or not
-
-    def submit_rows(self, g: RowIntersections, seed: int, index: int) -> None:
-        """Queue the samples Σ_i G[i, π(i)] of block ``index``."""
-        chunk = max(1, min(self.permutations, _DRAWS_PER_TASK // g.n_units))
-        tasks = []
-        for start in range(0, self.permutations, chunk):
-            rng = _generator(seed, index, start // chunk)
-            size = min(chunk, self.permutations - start)
-            tasks.append((start, self._pool.submit(_rows_samples, g, rng, size)))
-        self._running.append(tasks)
-
-    def collect(self, keep: int) -> None:
-        """Add the oldest blocks' samples to ``total`` until at most ``keep`` blocks are pending."""
-        while len(self._running) > keep:
-            for start, future in self._running.popleft():
-                values = future.result()
-                self.total[start : start + len(values)] += values
+    return samples, mean, var
 
 
 def overlap_summary(

@@ -1,12 +1,12 @@
 """Cut the corpus into fixed-length sequences with one tokenizer: every training sequence (the
 bigram counts), the mask-training subset, the residual-stream fit set held out from it, and eval."""
 
-from bigram_subnetworks import corpus, io, logs, tokenizer
+from bigram_subnetworks import corpus, io, logs, texts, tokenizer
 
 logs.start(snakemake, threads=False)
 params = snakemake.params
 tok = tokenizer.load_tokenizer(snakemake.input.tokenizer)
-documents = corpus.read_documents(snakemake.input.documents)
+documents = texts.read_documents(snakemake.input.documents)
 boundaries = corpus.document_boundaries(tok)
 train, evaluation = corpus.tokenize_documents(
     tok, documents, seq_len=params.seq_len, eval_fraction=params.eval_fraction,

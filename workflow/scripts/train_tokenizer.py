@@ -1,8 +1,8 @@
 """Train the byte-level BPE of the models pretrained in the pipeline."""
 
-from bigram_subnetworks import corpus, logs, tokenizer
+from bigram_subnetworks import logs, texts, tokenizer
 
 logs.start(snakemake, threads=False)
-documents = corpus.read_documents(snakemake.input.documents)
+documents = texts.read_documents(snakemake.input.documents)
 trained = tokenizer.train_bpe(documents, vocab_size=snakemake.params.vocab_size)
 tokenizer.save_tokenizer(trained, snakemake.output.tokenizer)
