@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: install install-smollm2 reproduce test test-fast lint format clean
+.PHONY: install install-smollm2 reproduce rehearsal test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ install-smollm2: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
+
+# configs/paper.yaml's grid at the paper's real shapes, offline, with random weights and a few
+# steps per mask (docs/scale.md, "A rehearsal at real shapes").
+rehearsal: $(STAMP)
+	$(BIN)/python -m bigram_subnetworks.rehearsal resources/rehearsal
+	$(BIN)/snakemake --cores $(CORES) --configfile configs/rehearsal.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest; status=$$?; \

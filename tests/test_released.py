@@ -21,6 +21,7 @@ from bigram_subnetworks.hub import HubUnavailableError
 from bigram_subnetworks.released import (
     ReleasedMaskUnavailable,
     download_released,
+    fetch_released,
     load_released_mask,
     read_released_pickle,
     released_file,
@@ -160,6 +161,15 @@ def test_file_in_local_dir_is_found_offline(tmp_path):
     (tmp_path / filename).write_bytes(pickle.dumps(released_dict(make_tiny_model("gpt2"))))
     path = download_released("gpt2", local_dir=tmp_path, local_files_only=True)
     assert path == tmp_path / filename
+
+
+def test_a_local_directory_as_the_repository_is_read_from_disk(tmp_path):
+    """A mirror on disk (configs/rehearsal.yaml's released masks): never the hub."""
+    (tmp_path / "subnetwork_dict_lambda1e1.pickle").write_bytes(b"x")
+    found = fetch_released(str(tmp_path), "subnetwork_dict_lambda1e1.pickle")
+    assert found == tmp_path / "subnetwork_dict_lambda1e1.pickle"
+    with pytest.raises(ReleasedMaskUnavailable, match="does not exist in the local directory"):
+        fetch_released(str(tmp_path), "subnetwork_dict_lambda1e2.pickle")
 
 
 def test_missing_file_offline_is_a_clear_error(tmp_path):

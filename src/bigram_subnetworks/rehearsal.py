@@ -49,12 +49,15 @@ TOKENIZER_OF = {"pythia-70m": "pythia", "pythia-160m": "pythia", "gpt2-small": "
 REVISIONS = {"pythia-70m": ["step0", "step1000", "main"],
              "pythia-160m": ["step0", "step1000", "main"], "gpt2-small": ["main"]}  # fmt: skip
 RELEASED = {"pythia-160m": "subnetwork_dict_lambda1e1.pickle"}  # λ = 10, the authors' name
+# Tokens of the tokenizers learned from the text; the rest up to the paper's sizes are
+# placeholders. A full 50k-merge BPE of the small corpus takes minutes and changes no shape.
+LEARNED_TOKENS = 8192
 
 
-def make_tokenizer(size: int, documents: list[str]):
-    """A byte-level BPE of exactly ``size`` tokens: learned as far as the text allows, then
-    filled with placeholder tokens."""
-    tokenizer = train_bpe(documents, size)
+def make_tokenizer(size: int, documents: list[str], learned: int = LEARNED_TOKENS):
+    """A byte-level BPE of exactly ``size`` tokens: ``learned`` of them learned from the text
+    (as far as it allows), the rest placeholder tokens."""
+    tokenizer = train_bpe(documents, min(size, learned))
     missing = size - len(tokenizer)
     if missing > 0:
         tokenizer.add_tokens([f"<|placeholder_{i}|>" for i in range(missing)])
@@ -73,13 +76,18 @@ def make_model(name: str, seed: int):
     return GPT2LMHeadModel(GPT2Config(**settings))
 
 
-def write_rehearsal(directory: str | Path) -> None:
-    """Tokenizers, models at every revision and released masks under ``directory``; what
-    exists already is kept (delete the directory to rebuild)."""
+def write_rehearsal(
+    directory: str | Path, models: list[str] | None = None, final_only: bool = False
+) -> None:
+    """Tokenizers, models at every revision (``final_only``: the last) and released masks under
+    ``directory`` (of ``models``, default all of `MODELS`); what exists already is kept (delete
+    the directory to rebuild)."""
     directory = Path(directory)
+    models = list(MODELS) if models is None else models
     documents = None
     tokenizers = {}
-    for name, size in TOKENIZERS.items():
+    for name in {TOKENIZER_OF[model] for model in models}:
+        size = TOKENIZERS[name]
         path = directory / "tokenizers" / name
         if not (path / "tokenizer.json").is_file():
             documents = documents if documents is not None else python_docs_documents()
@@ -87,9 +95,11 @@ def write_rehearsal(directory: str | Path) -> None:
             save_tokenizer(make_tokenizer(size, documents), path)
         tokenizers[name] = path
     for model_index, (name, revisions) in enumerate(REVISIONS.items()):
+        if name not in models:
+            continue
         for revision_index, revision in enumerate(revisions):
             path = directory / name / revision
-            if (path / "config.json").is_file():
+            if (path / "config.json").is_file() or (final_only and revision != revisions[-1]):
                 continue
             model = make_model(name, seed=100 * model_index + revision_index)
             log.info("%s@%s: %d parameters -> %s", name, revision, model.num_parameters(), path)
@@ -99,7 +109,7 @@ def write_rehearsal(directory: str | Path) -> None:
             load_tokenizer(tokenizers[TOKENIZER_OF[name]]).save_pretrained(path)
     for name, filename in RELEASED.items():
         path = directory / "released" / name / filename
-        if path.is_file():
+        if path.is_file() or name not in models:
             continue
         model = make_model(name, seed=0)
         weights = {n: w.shape for n, w in _maskable(model).items()}

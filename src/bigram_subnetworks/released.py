@@ -136,7 +136,13 @@ def fetch_released(
     local_files_only: bool = False,
 ) -> Path:
     """`download_released` for an explicit hub repo and file (a mirror, or a release the naming
-    table does not know yet)."""
+    table does not know yet). A ``repo_id`` that is a local directory is read from there (a
+    mirror on disk, or configs/rehearsal.yaml's files), never from the hub."""
+    if Path(repo_id).is_dir():
+        path = Path(repo_id) / filename
+        if not path.is_file():
+            raise ReleasedMaskUnavailable(f"{path} does not exist in the local directory {repo_id}")
+        return path
     try:
         path = hf_hub_download(
             repo_id,
