@@ -56,5 +56,10 @@ status=${PIPESTATUS[0]}
 if [[ $status == 124 ]]; then
     echo "gpu.sh: gpu.py ran past ${TIMEOUT} s and was stopped" | tee -a "$LOG" >&2
 fi
+if [[ $quick != 1 ]]; then  # the CUDA tests (skipped on a machine without CUDA)
+    timeout --kill-after=30 300 "$PYTHON" -m pytest -q -m gpu tests/test_cuda.py 2>&1 | tee -a "$LOG"
+    tests=${PIPESTATUS[0]}
+    [[ $status == 0 ]] && status=$tests
+fi
 echo "gpu.sh: exit status $status, log $LOG" >&2
 exit "$status"
