@@ -90,8 +90,9 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     history.to_csv(out.with_name(f"{out.stem}-{args.name}.tsv"), sep="\t", index=False)
-    frame = pd.DataFrame([row])
-    frame.to_csv(out, sep="\t", index=False, mode="a", header=not out.exists())
+    # Earlier trials may have other columns (settings added since): one table of them all.
+    earlier = [pd.read_csv(out, sep="\t")] if out.exists() else []
+    pd.concat([*earlier, pd.DataFrame([row])], ignore_index=True).to_csv(out, sep="\t", index=False)
     log.info("trial %s: %s", args.name, row)
 
 
