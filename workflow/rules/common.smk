@@ -315,9 +315,12 @@ def control_seed(section):
 
 
 def critical_path_priority(wildcards):
-    """Optimal subnetworks start first among masks: size matching, overlaps and their tables wait
-    on them, the longest chain after pretraining."""
-    return 1 if wildcards.target == "optimal" else 0
+    """Trainings start before the evaluations and analyses that become ready beside them (a
+    trained mask's evaluation or ablation takes minutes, another mask's training up to an hour
+    on a CPU; the SmolLM2 cold run lost one training's length to that order), and optimal
+    subnetworks first among masks: size matching, overlaps and their tables wait on them, the
+    longest chain after pretraining."""
+    return 2 if wildcards.target == "optimal" else 1
 
 
 def wants_fidelity(wildcards):

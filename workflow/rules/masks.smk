@@ -54,7 +54,7 @@ rule match_mask_size:
         f"logs/match_mask_size/{paths.MATCHED_KEY}.log",
     benchmark:
         f"{paths.BENCHMARKS}/match_mask_size/{paths.MATCHED_KEY}.tsv"
-    priority: 1
+    priority: 2
     conda:
         "../../envs/pipeline.yaml"
     threads: model_threads
