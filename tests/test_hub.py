@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from bigram_subnetworks.io import load_model
+from bigram_subnetworks.masking import Mask
 from bigram_subnetworks.texts import python_docs_documents
 from bigram_subnetworks.tokenizer import load_tokenizer, save_tokenizer, train_bpe
 
@@ -170,7 +170,7 @@ def test_hub_model_runs_through_the_workflow_offline(hub_cache, tmp_path):
     assert 0 < metrics["kept_fraction"] < 1
     # The released mask, imported, against ours: one row with the overlap and its null.
     parity = pd.read_csv(tmp_path / "results/tables/parity.tsv", sep="\t")
-    ours = load_file(tmp_path / mask_dir / "mask.safetensors")
+    ours = Mask.load(tmp_path / mask_dir / "mask.safetensors").tensors  # stored packed
     theirs = released_dict(model, seed=5, density=0.05)
     n_both = sum(int((ours[n].numpy() & theirs[n]).sum()) for n in ours)
     assert len(parity) == 1 and parity.loc[0, "n_both"] == n_both
