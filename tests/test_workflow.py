@@ -405,7 +405,7 @@ def test_a_docstring_edit_or_a_new_run_reruns_no_existing_job(test_run, tmp_path
     more.write_text(
         "residual_stream:\n  runs: [{model: llama-test, lam: '1'}, {model: neox-test, lam: '1'}]\n"
     )
-    added = run(*command, more)
+    added = run(*command[:6], more, *command[6:])  # a second --configfile, merged last
     # The new run's lens jobs (2 seeds), the table that gathers them and its two figures.
     assert job_counts(added.stdout) == {"lens": 2, "collect_lens": 1, "plot": 2, "all": 1}
     lens_jobs = re.findall(
