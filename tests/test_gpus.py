@@ -56,13 +56,17 @@ def test_jobs_never_share_a_card_and_each_sees_only_its_own(tmp_path):
     assert max(r["end"] for r in records) - min(r["start"] for r in records) >= 0.4 * 2.5
 
 
-def test_a_killed_job_frees_its_card(tmp_path):
-    holder = _job(tmp_path, "1", 30)
-    deadline = time.monotonic() + 20
+def _wait_until_it_holds_card_0(tmp_path: Path, holder: subprocess.Popen) -> None:
     lock = tmp_path / "locks/card-0.lock"
+    deadline = time.monotonic() + 20
     while not (lock.exists() and lock.read_text().strip() == str(holder.pid)):
         assert time.monotonic() < deadline, "the first job never took the card"
         time.sleep(0.05)
+
+
+def test_a_killed_job_frees_its_card(tmp_path):
+    holder = _job(tmp_path, "1", 30)
+    _wait_until_it_holds_card_0(tmp_path, holder)
     waiter = _job(tmp_path, "1", 0.1)
     time.sleep(1.0)
     assert waiter.poll() is None  # waiting: the only card is held
@@ -86,11 +90,7 @@ def test_no_card_means_the_cpu(monkeypatch, tmp_path):
 
 def test_a_wait_that_outlasts_its_timeout_says_so(monkeypatch, tmp_path):
     holder = _job(tmp_path, "1", 30)
-    lock = tmp_path / "locks/card-0.lock"
-    deadline = time.monotonic() + 20
-    while not (lock.exists() and lock.read_text().strip() == str(holder.pid)):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_until_it_holds_card_0(tmp_path, holder)
     monkeypatch.setenv(gpus.LOCKS_ENV, str(tmp_path / "locks"))
     monkeypatch.setenv(gpus.CARDS_ENV, "1")
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .architectures import maskable_parameters
 from .interop import export_released
 from .masking import Mask
 from .texts import python_docs_documents
@@ -112,17 +113,11 @@ def write_rehearsal(
         if path.is_file() or name not in models:
             continue
         model = make_model(name, seed=0)
-        weights = {n: w.shape for n, w in _maskable(model).items()}
+        weights = {n: w.shape for n, w in maskable_parameters(model).items()}
         generator = torch.Generator().manual_seed(1)
         mask = Mask({n: torch.rand(s, generator=generator) < 0.05 for n, s in weights.items()})
         path.parent.mkdir(parents=True, exist_ok=True)
         export_released(mask, path, str(directory / name / REVISIONS[name][-1]), model=model)
-
-
-def _maskable(model):
-    from .architectures import maskable_parameters
-
-    return maskable_parameters(model)
 
 
 def main() -> None:
