@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,10 +103,11 @@ def test_a_wait_that_outlasts_its_timeout_says_so(monkeypatch, tmp_path):
         gpus.release_gpu()
 
 
-def test_slurm_allocations_lock_apart(monkeypatch):
+def test_slurm_allocations_lock_apart(monkeypatch, tmp_path):
     """SLURM may number each allocation's cards from 0: two allocations on one node must not
     wait on each other's card 0."""
     monkeypatch.delenv(gpus.LOCKS_ENV, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # leave nothing in the real /tmp
     monkeypatch.setenv("SLURM_JOB_ID", "101")
     first = gpus.lock_directory()
     monkeypatch.setenv("SLURM_JOB_ID", "102")
