@@ -1,6 +1,8 @@
 """Mask algebra, continuous sparsification math, and the two ways of applying a mask."""
 
 import copy
+import os
+import stat
 
 import pytest
 import torch
@@ -227,3 +229,16 @@ def test_a_partial_mask_applies_with_a_warning():
     with warning, apply_mask(model, partial):
         assert all(torch.count_nonzero(weights[n]) == 0 for n in partial.tensors)
         assert all(torch.count_nonzero(w) > 0 for n, w in weights.items() if ".h.2." in n)
+
+
+def test_a_saved_mask_is_readable_as_any_new_file_is(tmp_path):
+    """safetensors writes owner-only files; a mask in a shared results directory must be
+    readable by whoever may read the directory's other files (0666 less the umask)."""
+    mask = Mask({"w": torch.ones(3, 5, dtype=torch.bool)})
+    path = tmp_path / "mask.safetensors"
+    previous = os.umask(0o022)
+    try:
+        mask.save(path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

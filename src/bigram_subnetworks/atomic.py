@@ -13,6 +13,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only
+    be read by setting it, which for an instant would loosen files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -23,7 +37,9 @@ def _remove(path: Path) -> None:
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix, so writers pick the same format), renamed
-    onto ``path`` only if the body succeeds; a file or a directory."""
+    onto ``path`` only if the body succeeds; a file or a directory. A file gets the permissions
+    of any new file (0666 less the umask): some writers (safetensors) create theirs readable
+    by the owner only, which would hide masks from the others sharing a results directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
@@ -32,6 +48,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if tmp.is_dir():
             _remove(path)
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         _remove(tmp)
